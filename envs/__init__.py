@@ -1,0 +1,25 @@
+"""Gymnasium environments of lewm_agent, registered on import:
+
+  lewm/PushT-v0    Push-T on pymunk 7 (envs.pusht)
+  lewm/TwoRoom-v0  point agent, two rooms and a door, pure numpy (envs.two_room)
+  lewm/Cube-v0     OGBench single-cube manipulation, MuJoCo (envs.cube)
+
+Entry points are strings, so importing this package imports no simulator.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+
+ENV_IDS = {
+    "lewm/PushT-v0": ("envs.pusht:PushTEnv", 300),
+    "lewm/TwoRoom-v0": ("envs.two_room:TwoRoomEnv", 200),
+    "lewm/Cube-v0": ("envs.cube:CubeEnv", 200),
+}
+
+for _id, (_entry, _steps) in ENV_IDS.items():
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_entry, max_episode_steps=_steps)
+
+from .experts import make_expert  # noqa: E402
+
+__all__ = ["ENV_IDS", "make_expert"]

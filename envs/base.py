@@ -1,0 +1,138 @@
+"""Common base of the lewm/* environments: the goal-conditioned pixel contract.
+
+Observation (a Dict, gymnasium-robotics GoalEnv conventions):
+  pixels uint8 (S, S, 3)   current view        goal uint8 (S, S, 3)   view of the goal state
+  observation float32 (O,) low-dim state       achieved_goal / desired_goal float32 (G,)
+Actions: Box(-1, 1, float32); out-of-range values are clipped (documented per env);
+NaN/inf or a wrong shape raise ValueError. Reward: `compute_reward` (vectorised,
+0 on success and -1 otherwise, SB3 HER's convention). `info["is_success"]` every step;
+`terminated` on success unless `terminate_on_success=False`.
+`reset(seed=..., options={"state": s, "goal_state": g})` restores start and goal exactly
+(either may be omitted and is then sampled); `get_state()` / `set_state()` expose the full
+simulator state, the `state` column of the rollout file.
+
+A subclass implements the simulator: `_sample_state`, `_sample_goal_state`, `get_state`,
+`set_state`, `_apply_action`, `_render_current`, `_observation`, `_achieved_goal`,
+`_goal_from_state`, `_success` (vectorised), plus the class attributes `state_dim`,
+`obs_dim`, `goal_dim`, `action_dim`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class GoalPixelEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    state_dim: int
+    obs_dim: int
+    goal_dim: int
+    action_dim: int
+
+    def __init__(self, image_size: int = 64, render_mode: str | None = None, terminate_on_success: bool = True):
+        if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+            raise ValueError(f"image_size: expected an int >= 8, got {image_size!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+        self.image_size = int(image_size)
+        self.render_mode = render_mode
+        self.terminate_on_success = bool(terminate_on_success)
+        img = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+        goal = gym.spaces.Box(-np.inf, np.inf, (self.goal_dim,), np.float32)
+        self.observation_space = gym.spaces.Dict({
+            "pixels": img, "goal": img,
+            "observation": gym.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32),
+            "achieved_goal": goal, "desired_goal": goal})
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
+        self._goal_state: np.ndarray | None = None
+        self._goal_pixels: np.ndarray | None = None
+
+    # ------------------------------------------------------------ subclass API
+    def _sample_state(self) -> np.ndarray: raise NotImplementedError            # uses self.np_random
+    def _sample_goal_state(self, state: np.ndarray) -> np.ndarray: raise NotImplementedError
+    def get_state(self) -> np.ndarray: raise NotImplementedError                # float64 (state_dim,)
+    def set_state(self, state: np.ndarray) -> None: raise NotImplementedError
+    def _apply_action(self, action: np.ndarray) -> None: raise NotImplementedError  # clipped float32
+    def _render_current(self) -> np.ndarray: raise NotImplementedError          # uint8 (S, S, 3)
+    def _observation(self) -> np.ndarray: raise NotImplementedError             # float32 (obs_dim,)
+    def _achieved_goal(self) -> np.ndarray: raise NotImplementedError           # float32 (goal_dim,)
+    def _goal_from_state(self, state: np.ndarray) -> np.ndarray: raise NotImplementedError
+    def _success(self, achieved: np.ndarray, desired: np.ndarray) -> np.ndarray: raise NotImplementedError
+
+    def _step_info(self) -> dict[str, Any]:
+        """Extra per-step info (e.g. Push-T's coverage); is_success is added by the base."""
+        return {}
+
+    # ---------------------------------------------------------------- helpers
+    def _check_state(self, name: str, state: Any) -> np.ndarray:
+        s = np.asarray(state, dtype=np.float64)
+        if s.shape != (self.state_dim,) or not np.isfinite(s).all():
+            raise ValueError(f"options[{name!r}]: expected a finite float array of shape ({self.state_dim},) "
+                             f"as returned by env.get_state(), got shape {s.shape}")
+        return s
+
+    def render_state(self, state: np.ndarray) -> np.ndarray:
+        """The image of an arbitrary state, leaving the current simulation untouched."""
+        current = self.get_state()
+        self.set_state(state)
+        img = self._render_current()
+        self.set_state(current)
+        return img
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {"pixels": self._render_current(), "goal": self._goal_pixels.copy(),
+                "observation": self._observation().astype(np.float32),
+                "achieved_goal": self._achieved_goal().astype(np.float32),
+                "desired_goal": self._goal_from_state(self._goal_state).astype(np.float32)}
+
+    @property
+    def goal_state(self) -> np.ndarray:
+        return self._goal_state.copy()
+
+    def set_goal_state(self, goal_state: np.ndarray) -> None:
+        """Change the goal mid-episode (a collector's new subtask); re-renders the goal image."""
+        self._goal_state = self._check_state("goal_state", goal_state).copy()
+        self._goal_pixels = self.render_state(self._goal_state)
+
+    # ------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"state", "goal_state"})
+        if unknown:
+            raise ValueError(f"options: unknown key(s) {unknown}; expected 'state' and/or 'goal_state'")
+        state = (self._check_state("state", options["state"]) if options.get("state") is not None
+                 else self._sample_state())
+        goal = (self._check_state("goal_state", options["goal_state"]) if options.get("goal_state") is not None
+                else self._sample_goal_state(state))
+        self._goal_state = goal.copy()
+        self._goal_pixels = self.render_state(goal)
+        self.set_state(state)
+        obs = self._obs()
+        return obs, {"is_success": bool(self._success(obs["achieved_goal"], obs["desired_goal"])),
+                     **self._step_info()}
+
+    def step(self, action: Any):
+        if self._goal_state is None:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(action, dtype=np.float32)
+        if a.shape != (self.action_dim,):
+            raise ValueError(f"action: expected shape ({self.action_dim},), got {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"action: contains NaN or inf: {a}")
+        self._apply_action(np.clip(a, -1.0, 1.0))
+        obs = self._obs()
+        success = bool(self._success(obs["achieved_goal"], obs["desired_goal"]))
+        info = {"is_success": success, **self._step_info()}
+        reward = float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info))
+        return obs, reward, success and self.terminate_on_success, False, info
+
+    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
+        """Vectorised sparse reward: 0 where the goal is reached, -1 elsewhere (HER convention)."""
+        ok = self._success(np.asarray(achieved_goal), np.asarray(desired_goal))
+        return np.asarray(ok, dtype=np.float32) - 1.0
+
+    def render(self) -> np.ndarray | None:
+        return self._render_current() if self.render_mode == "rgb_array" else None

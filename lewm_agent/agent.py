@@ -1,0 +1,219 @@
+"""LeWMAgent: goal-image-conditioned latent MPC behind `act(obs)` and SB3's `predict`.
+
+Per sub-env the agent keeps a short history (the last `history` block-boundary frames
+and the action blocks executed from them) and a queue of env actions. When a queue
+runs dry the sub-env is at a block boundary and needs a plan: all such sub-envs are
+planned in one batched CEM call (the context and goal images are encoded once per
+plan), the first `receding_horizon` blocks are de-normalized, clipped to the action
+space and queued, and the rest of the plan is kept for an optional warm start.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from .config import PlannerConfig
+from .planner import CEMPlanner
+from .world_model import WorldModel
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _image_batch(obs: Mapping, key: str) -> np.ndarray:
+    if key not in obs:
+        raise ValueError(f"obs[{key!r}]: missing; expected a uint8 image (H, W, 3) or batch (N, H, W, 3) "
+                         f"(observation keys present: {sorted(obs)})")
+    x = obs[key]
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise ValueError(f"obs[{key!r}]: expected dtype uint8 (H, W, 3) or (N, H, W, 3), got {x.dtype}")
+    if x.ndim not in (3, 4) or x.shape[-1] != 3:
+        raise ValueError(f"obs[{key!r}]: expected shape (H, W, 3) or (N, H, W, 3), got {x.shape}")
+    return x
+
+
+@dataclass
+class _SubEnv:
+    """What the agent remembers about one sub-env between `act` calls."""
+    frames: deque                 # block-boundary pixels (H, W, 3), newest last, maxlen = history
+    blocks: deque                 # normalized blocks executed from frames[:-1], maxlen = history - 1
+    queue: deque = field(default_factory=deque)  # planned blocks (frameskip, action_dim) not yet started
+    current: np.ndarray | None = None             # block being executed (frameskip, action_dim)
+    step_in_block: int = 0
+    goal: np.ndarray | None = None
+    plan_tail: np.ndarray | None = None           # (H - R, A) unexecuted part of the last plan
+
+
+class LeWMAgent:
+    def __init__(self, model: WorldModel, meta: CheckpointMeta, device: str | torch.device = "auto",
+                 planner: PlannerConfig | None = None, seed: int = 0):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        self.cfg = model.cfg
+        self.planner_cfg = planner or meta.planner
+        self.planner = CEMPlanner(self.cfg.action_block_dim, self.planner_cfg, self.device, seed)
+        self._seed = seed
+        self.action_mean = np.asarray(meta.action_mean, np.float32)
+        self.action_std = np.asarray(meta.action_std, np.float32)
+        self.action_low = np.asarray(meta.action_low, np.float32)
+        self.action_high = np.asarray(meta.action_high, np.float32)
+        # Action-space bounds in normalized block coordinates: CEM samples are clipped to them.
+        fs = self.cfg.frameskip
+        self._low_n = torch.tensor(np.tile((self.action_low - self.action_mean) / self.action_std, fs), device=self.device)
+        self._high_n = torch.tensor(np.tile((self.action_high - self.action_mean) / self.action_std, fs), device=self.device)
+        self._envs: list[_SubEnv] = []
+        self._shape: tuple[int, ...] | None = None
+        self.solve_seconds: deque[float] = deque(maxlen=10_000)  # wall time of each batched plan
+
+    # ------------------------------------------------------------------ I/O
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto",
+                        planner: PlannerConfig | None = None, seed: int = 0, **planner_overrides: Any) -> "LeWMAgent":
+        """Load a checkpoint folder. Planner settings: the checkpoint's, then `planner`, then overrides."""
+        dev = resolve_device(device)
+        model, meta = load_checkpoint(path, dev)
+        cfg = replace(planner or meta.planner, **planner_overrides)
+        return cls(model, meta, dev, cfg, seed)
+
+    def save(self, path: str | os.PathLike, **kwargs: Any) -> None:
+        save_checkpoint(path, self.model, replace(self.meta, planner=self.planner_cfg), **kwargs)
+
+    # ---------------------------------------------------------------- state
+    def reset(self, indices: int | list[int] | np.ndarray | None = None) -> None:
+        """Forget plans and history: of every sub-env (None) or of the given sub-env indices.
+
+        Also re-seeds the planner when everything is reset, so that an episode's actions
+        depend only on the seed and the observations.
+        """
+        if indices is None:
+            self._envs = []
+            self._shape = None
+            self.planner.seed(self._seed)
+            return
+        for i in np.atleast_1d(np.asarray(indices, dtype=np.int64)):
+            if not 0 <= i < len(self._envs):
+                raise ValueError(f"reset: sub-env index {i} out of range [0, {len(self._envs)})")
+            self._envs[i] = self._new_subenv()
+
+    def _new_subenv(self) -> _SubEnv:
+        h = self.cfg.history
+        return _SubEnv(frames=deque(maxlen=h), blocks=deque(maxlen=max(h - 1, 0)))
+
+    # ------------------------------------------------------------------ act
+    def act(self, obs: Mapping, episode_start: np.ndarray | None = None) -> np.ndarray:
+        """One observation dict -> action (action_dim,); a vector-env batch -> (N, action_dim).
+
+        `episode_start[i]` true (or a changed goal image) clears sub-env i's plan and history.
+        """
+        if not isinstance(obs, Mapping):
+            raise ValueError(f"obs: expected a dict with 'pixels' and 'goal', got {type(obs).__name__}")
+        pixels, goal = _image_batch(obs, "pixels"), _image_batch(obs, "goal")
+        if pixels.shape != goal.shape:
+            raise ValueError(f"obs['goal']: shape {goal.shape} differs from obs['pixels'] shape {pixels.shape}")
+        single = pixels.ndim == 3
+        if single:
+            pixels, goal = pixels[None], goal[None]
+        n = len(pixels)
+        if not self._envs:
+            self._envs = [self._new_subenv() for _ in range(n)]
+        if n != len(self._envs):
+            raise ValueError(f"obs['pixels']: batch of {n} sub-envs but the agent tracks {len(self._envs)}; "
+                             "call agent.reset() when the number of envs changes")
+        if episode_start is not None:
+            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
+            if len(starts) != n:
+                raise ValueError(f"episode_start: expected {n} flags, got {len(starts)}")
+            self.reset(np.flatnonzero(starts))
+        if self._shape is not None and pixels.shape[1:] != self._shape:
+            raise ValueError(f"obs['pixels']: image shape {pixels.shape[1:]} changed from {self._shape} "
+                             "mid-episode; call agent.reset() first")
+        self._shape = pixels.shape[1:]
+        for i, env in enumerate(self._envs):
+            if env.goal is not None and not np.array_equal(env.goal, goal[i]):
+                env = self._envs[i] = self._new_subenv()  # new task: old plan and history are stale
+            env.goal = goal[i].copy()
+            if env.step_in_block == 0:  # block boundary: this frame enters the history
+                if env.current is not None:
+                    env.blocks.append(self._normalize(env.current))
+                env.frames.append(pixels[i].copy())
+        self._plan([i for i, env in enumerate(self._envs) if env.step_in_block == 0 and not env.queue])
+        actions = np.empty((n, self.cfg.action_dim), np.float32)
+        for i, env in enumerate(self._envs):
+            if env.step_in_block == 0:
+                env.current = env.queue.popleft()
+            actions[i] = env.current[env.step_in_block]
+            env.step_in_block = (env.step_in_block + 1) % self.cfg.frameskip
+        return actions[0] if single else actions
+
+    def predict(self, observation: Mapping, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """stable-baselines3 policy interface (`evaluate_policy` calls this).
+
+        The planner is seeded, so `deterministic` changes nothing; the agent keeps its
+        state internally, so `state` is ignored and None is returned.
+        """
+        return self.act(observation, episode_start=episode_start), None
+
+    # ----------------------------------------------------------------- plan
+    def _plan(self, todo: list[int]) -> None:
+        # Sub-envs with the same context length share one batched plan (normally all of them).
+        by_len: dict[int, list[_SubEnv]] = {}
+        for i in todo:
+            by_len.setdefault(len(self._envs[i].frames), []).append(self._envs[i])
+        r = self.planner_cfg.receding_horizon
+        for envs in by_len.values():
+            t0 = time.perf_counter()
+            plans = self._solve(envs)  # (n, H, A) normalized
+            self.solve_seconds.append(time.perf_counter() - t0)
+            for env, plan in zip(envs, plans):
+                env.queue.extend(self._denormalize(blk) for blk in plan[:r])
+                env.plan_tail = plan[r:]
+
+    @torch.inference_mode()
+    def _solve(self, envs: list[_SubEnv]) -> np.ndarray:
+        n, tc = len(envs), len(envs[0].frames)
+        frames = np.stack([np.stack(list(e.frames) + [e.goal]) for e in envs])  # (n, Tc+1, H, W, 3)
+        emb = self.model.encode(torch.from_numpy(frames).to(self.device))     # (n, Tc+1, D), encoded once
+        ctx, goal = emb[:, :tc], emb[:, tc]
+        ctx_act = None
+        if tc > 1:
+            ctx_act = torch.from_numpy(np.stack([np.stack(e.blocks) for e in envs])).to(self.device)  # (n, Tc-1, A)
+
+        def cost_fn(actions: torch.Tensor) -> torch.Tensor:  # (n, S, H, A) -> (n, S)
+            z = self.model.rollout(ctx, actions, ctx_act)[:, :, -1]  # (n, S, D) last imagined frame
+            return (z - goal[:, None]).pow(2).sum(-1)
+
+        init = None
+        r = self.planner_cfg.receding_horizon
+        if self.planner_cfg.warm_start and all(e.plan_tail is not None for e in envs):
+            a = self.cfg.action_block_dim
+            init = torch.from_numpy(np.stack([np.concatenate([e.plan_tail, np.zeros((r, a), np.float32)])
+                                              for e in envs])).to(self.device)  # (n, H, A)
+        plan = self.planner.plan(cost_fn, n, init, self._low_n, self._high_n)
+        return plan.float().cpu().numpy()
+
+    def _denormalize(self, block: np.ndarray) -> np.ndarray:
+        steps = block.reshape(self.cfg.frameskip, self.cfg.action_dim) * self.action_std + self.action_mean
+        return np.clip(steps, self.action_low, self.action_high).astype(np.float32)
+
+    def _normalize(self, steps: np.ndarray) -> np.ndarray:
+        return ((steps - self.action_mean) / self.action_std).reshape(-1).astype(np.float32)

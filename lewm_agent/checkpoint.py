@@ -1,0 +1,152 @@
+"""Checkpoint folder: `model.safetensors` + `config.json` (+ `README.md` model card).
+
+No pickle anywhere. `config.json` holds everything needed to rebuild and run the agent
+(architecture, action normalization and bounds, planner defaults, env id); the same
+JSON is embedded in the safetensors metadata so a folder whose two files come from
+different saves is detected. Weights may be stored in float16/bfloat16 to keep shipped
+folders small; they are de-quantized to float32 at load. Every file is written to a
+temporary name and renamed, so a crash never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import ModelConfig, PlannerConfig
+from .world_model import WorldModel
+
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything beside the weights. Per-dimension lists have the env's action_dim entries."""
+    model: ModelConfig
+    action_mean: tuple[float, ...]
+    action_std: tuple[float, ...]
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    planner: PlannerConfig = PlannerConfig()
+    env_id: str | None = None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)  # data recipe, command, wall time, ...
+
+    def __post_init__(self) -> None:
+        n = self.model.action_dim
+        for name in ("action_mean", "action_std", "action_low", "action_high"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != n:
+                raise ValueError(f"{name}: expected {n} values (model action_dim), got {len(value)}")
+            object.__setattr__(self, name, value)
+        if min(self.action_std) <= 0:
+            raise ValueError(f"action_std: must be > 0, got {self.action_std}")
+        if any(lo > hi for lo, hi in zip(self.action_low, self.action_high)):
+            raise ValueError(f"action_low {self.action_low} exceeds action_high {self.action_high}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.update(format_version=FORMAT_VERSION, model=self.model.to_dict(), planner=self.planner.to_dict())
+        for name in ("action_mean", "action_std", "action_low", "action_high"):
+            d[name] = list(d[name])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CheckpointMeta":
+        d = dict(d)
+        version = d.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"config.json: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        d.pop("weights_dtype", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(k for k in ("model", "action_mean", "action_std", "action_low", "action_high") if k not in d)
+        if missing:
+            raise ValueError(f"config.json: missing field(s) {missing}")
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"config.json: unknown field(s) {unknown}")
+        d["model"] = ModelConfig.from_dict(d["model"])
+        d["planner"] = PlannerConfig.from_dict(d.get("planner", {}))
+        return cls(**d)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | os.PathLike, model: WorldModel, meta: CheckpointMeta,
+                    weights_dtype: str = "float32", card: str | None = None) -> Path:
+    """Write a checkpoint folder; returns its path. `card` is the model card (README.md) text."""
+    if weights_dtype not in _DTYPES:
+        raise ValueError(f"weights_dtype: expected one of {sorted(_DTYPES)}, got {weights_dtype!r}")
+    if meta.model != model.cfg:
+        raise ValueError("meta.model does not match the model's own config")
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = json.dumps({**meta.to_dict(), "weights_dtype": weights_dtype}, indent=2, sort_keys=True)
+    dtype = _DTYPES[weights_dtype]
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    save_tensors_atomic(folder / WEIGHTS, tensors, {"config": config})
+    atomic_write_bytes(folder / CONFIG, (config + "\n").encode())
+    if card is not None:
+        atomic_write_bytes(folder / CARD, card.encode())
+    return folder
+
+
+def read_meta(path: str | os.PathLike) -> CheckpointMeta:
+    folder = Path(path)
+    if not (folder / CONFIG).is_file():
+        raise FileNotFoundError(f"checkpoint {folder}: no {CONFIG} (expected a folder with {WEIGHTS} and {CONFIG})")
+    try:
+        return CheckpointMeta.from_dict(json.loads((folder / CONFIG).read_text()))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint {folder}: {CONFIG} is not valid JSON ({e})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[WorldModel, CheckpointMeta]:
+    """Rebuild the model (eval mode, float32, on `device`) and its metadata; validates everything."""
+    folder = Path(path)
+    meta = read_meta(folder)
+    if not (folder / WEIGHTS).is_file():
+        raise FileNotFoundError(f"checkpoint {folder}: no {WEIGHTS}")
+    with safe_open(str(folder / WEIGHTS), framework="pt") as f:
+        embedded = (f.metadata() or {}).get("config")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if embedded is None or json.loads(embedded) != json.loads((folder / CONFIG).read_text()):
+        raise ValueError(f"checkpoint {folder}: {CONFIG} does not match the config embedded in {WEIGHTS} "
+                         "(the two files come from different saves)")
+    model = WorldModel(meta.model)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k}: file {tuple(tensors[k].shape)} vs config {tuple(v.shape)}"
+             for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise ValueError(f"checkpoint {folder}: weights do not match config.json: "
+                         f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                         f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
+                         f"shape mismatch {wrong[:5]}")
+    model.load_state_dict({k: tensors[k].to(v.dtype) for k, v in expected.items()})
+    return model.to(device).eval(), meta

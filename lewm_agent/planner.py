@@ -1,0 +1,66 @@
+"""Cross-entropy method over action-block sequences, batched over envs and samples.
+
+One `cost_fn` call per CEM iteration evaluates all S candidates of all B envs; the loop
+body has no host-device synchronisation (no `.item()`, no data-dependent Python
+branch), so on a GPU the whole solve is queued asynchronously and can be captured by
+CUDA graphs or `torch.compile` around `cost_fn`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .config import PlannerConfig
+
+CostFn = Callable[[torch.Tensor], torch.Tensor]  # actions (B, S, H, A) -> cost (B, S)
+
+
+class CEMPlanner:
+    def __init__(self, action_dim: int, cfg: PlannerConfig | None = None,
+                 device: torch.device | str = "cpu", seed: int = 0):
+        """action_dim: A, the size of one (flattened, normalized) action block."""
+        self.cfg = cfg or PlannerConfig()
+        self.action_dim = int(action_dim)
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+        self.seed(seed)
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(int(seed))
+
+    @torch.no_grad()
+    def plan(self, cost_fn: CostFn, batch_size: int, init_mean: torch.Tensor | None = None,
+             low: torch.Tensor | None = None, high: torch.Tensor | None = None) -> torch.Tensor:
+        """Minimise `cost_fn` for B = `batch_size` envs at once; returns the final mean (B, H, A).
+
+        init_mean: (B, H, A) warm start (e.g. the previous plan's tail), zeros otherwise.
+        low / high: bounds broadcastable to (B, S, H, A) that samples are clipped to.
+        The mean is always candidate 0, so the returned plan never gets worse than the
+        best the distribution has seen; std is the population std of the elites (0, not
+        NaN, with a single elite).
+        """
+        cfg = self.cfg
+        b, s, h, a, k = int(batch_size), cfg.num_samples, cfg.horizon, self.action_dim, cfg.num_elites
+        if init_mean is None:
+            mean = torch.zeros(b, h, a, device=self.device)
+        else:
+            if tuple(init_mean.shape) != (b, h, a):
+                raise ValueError(f"init_mean: expected (B, H, A) = {(b, h, a)}, got {tuple(init_mean.shape)}")
+            mean = init_mean.to(self.device, torch.float32).clone()
+        std = torch.full((b, h, a), float(cfg.std), device=self.device)
+        for it in range(cfg.num_iterations):
+            noise = torch.randn(b, s, h, a, device=self.device, generator=self.generator)
+            samples = mean.unsqueeze(1) + std.unsqueeze(1) * noise        # (B, S, H, A)
+            samples[:, 0] = mean                                          # keep the mean as a candidate
+            if low is not None or high is not None:
+                samples = samples.clamp(min=low, max=high)
+            cost = cost_fn(samples)
+            if it == 0 and tuple(cost.shape) != (b, s):
+                raise ValueError(f"cost_fn must return (B, S) = {(b, s)}, got {tuple(cost.shape)}")
+            cost = torch.nan_to_num(cost.float(), nan=float("inf"))       # a NaN candidate is never an elite
+            idx = cost.topk(k, dim=1, largest=False).indices              # (B, K)
+            elites = samples.gather(1, idx[:, :, None, None].expand(b, k, h, a))  # (B, K, H, A)
+            mean = elites.mean(1)
+            std = elites.std(1, correction=0)                             # population std
+        return mean

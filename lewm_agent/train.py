@@ -1,0 +1,298 @@
+"""Offline LeWM trainer: a visible loop from a rollout file to a checkpoint folder.
+
+    loss = pred_loss(predict(z_1..z_h, a_1..a_h), z_2..z_{h+1}) + lambda * sigreg(z)
+
+AdamW, linear warm-up then cosine decay, gradient clipping, bf16 autocast on CUDA.
+The output folder is at every moment a loadable checkpoint (`model.safetensors`,
+`config.json`, `README.md`) plus `train_state.safetensors` (weights, optimizer moments,
+RNG states and the step, in one file written atomically) and `log.jsonl`. Restarting
+with the same arguments resumes from `train_state.safetensors`, losing at most one
+checkpoint interval; log lines written after that checkpoint are dropped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from tqdm import tqdm
+
+from .agent import resolve_device
+from .checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint, save_tensors_atomic
+from .config import PRESETS, preset
+from .data import MemoryWindows, StreamWindows, WindowSpec, action_stats, split_episodes, window_starts
+from .losses import embedding_stats, pred_loss, sigreg
+from .rollouts import RolloutFile
+from .world_model import WorldModel
+
+STATE_FILE, LOG_FILE = "train_state.safetensors", "log.jsonl"
+# Fields that may change when a run is resumed; any other change is refused.
+RESUMABLE = {"steps", "eval_interval", "ckpt_interval", "log_interval", "workers", "device", "data_mode",
+             "progress"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    out: str
+    preset: str = "small"
+    steps: int = 10_000
+    batch_size: int = 128
+    lr: float = 5e-5
+    weight_decay: float = 1e-3
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    sigreg_weight: float = 0.09          # lambda
+    num_projections: int = 1024
+    knots: int = 17
+    val_fraction: float = 0.1
+    val_windows: int = 512
+    eval_interval: int = 500
+    ckpt_interval: int = 500
+    log_interval: int = 50
+    seed: int = 0
+    device: str = "auto"
+    data_mode: str = "auto"              # "memory", "stream", or "auto" (memory if pixels fit in 4 GiB)
+    workers: int = 4                     # DataLoader workers in stream mode
+    weights_dtype: str = "float32"       # storage of the exported model.safetensors
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset: unknown {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.data_mode not in ("auto", "memory", "stream"):
+            raise ValueError(f"data_mode: expected 'auto', 'memory' or 'stream', got {self.data_mode!r}")
+        for name in ("steps", "batch_size", "eval_interval", "ckpt_interval", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size: SIGReg needs at least 2 samples per batch")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to `lr`, then cosine decay to 0 at `steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ----------------------------------------------------------------------- state
+def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+                cfg: TrainConfig, meta: CheckpointMeta) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in st.items()})
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.state_dict()["param_groups"]]
+    metadata = {"step": str(step), "train_config": json.dumps(dataclasses.asdict(cfg)),
+                "meta": json.dumps(meta.to_dict()), "param_groups": json.dumps(groups)}
+    save_tensors_atomic(path, tensors, metadata)
+
+
+def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
+                device: torch.device) -> int:
+    with safe_open(str(path), framework="pt") as f:
+        md = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    old = json.loads(md["train_config"])
+    changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE and old.get(k) != v)
+    if changed:
+        raise ValueError(f"{path.parent}: a run with different settings is there ({changed}: "
+                         f"{ {k: old.get(k) for k in changed} }); use another --out or the same settings")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v.to(device) if name != "step" else v
+    groups = json.loads(md["param_groups"])
+    sd = opt.state_dict()
+    for g, saved in zip(sd["param_groups"], groups):
+        g.update(saved)
+    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return int(md["step"])
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
+
+
+# ------------------------------------------------------------------------ data
+def _batches(source: MemoryWindows | StreamWindows, start: int, cfg: TrainConfig,
+             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if isinstance(source, MemoryWindows):
+        for step in range(start, cfg.steps):
+            yield source.batch(step)
+        return
+    loader = torch.utils.data.DataLoader(
+        source, batch_size=None, shuffle=False, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+        prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
+    for pixels, actions in loader:
+        yield pixels.to(device, non_blocking=True), actions.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(model: WorldModel, source: MemoryWindows | StreamWindows, starts: np.ndarray, cfg: TrainConfig,
+             device: torch.device) -> dict[str, float]:
+    """Validation losses (fixed windows, fixed SIGReg directions) and collapse indicators."""
+    model.eval()
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    totals, embs = {"pred_loss": 0.0, "sigreg_loss": 0.0}, []
+    chunks = [starts[i:i + cfg.batch_size] for i in range(0, len(starts), cfg.batch_size)]
+    chunks = [c for c in chunks if len(c) >= 2]
+    for chunk in chunks:
+        pixels, actions = source.batch(0, chunk)
+        pixels, actions = pixels.to(device), actions.to(device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            emb = model.encode(pixels)
+            pred = model.predict(emb[:, :-1], actions)
+        totals["pred_loss"] += float(pred_loss(pred, emb[:, 1:])) / len(chunks)
+        g.manual_seed(cfg.seed)
+        totals["sigreg_loss"] += float(sigreg(emb.transpose(0, 1), cfg.num_projections, cfg.knots,
+                                              generator=g)) / len(chunks)
+        embs.append(emb[:, 0].float())
+    model.train()
+    return {f"val/{k}": v for k, v in {**totals, **embedding_stats(torch.cat(embs))}.items()}
+
+
+# ----------------------------------------------------------------------- train
+def _model_card(meta: CheckpointMeta, cfg: TrainConfig, step: int, wall: float, params: dict, val: dict) -> str:
+    rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in val.items())
+    return (f"# LeWM checkpoint: {meta.env_id or 'unknown env'}\n\n"
+            f"- preset `{cfg.preset}`, {params['total']:,} parameters "
+            f"(encoder {params['encoder']:,}, predictor {params['predictor']:,})\n"
+            f"- trained {step} steps, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}; "
+            f"wall time {wall / 60:.1f} min\n"
+            f"- data: `{cfg.data}`; env kwargs `{json.dumps(meta.env_kwargs)}`\n"
+            f"- command: `{meta.training.get('command', '')}`\n"
+            f"- hardware: {meta.training.get('hardware', '')}\n\n"
+            f"| validation metric | value |\n|---|---|\n{rows}\n")
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type}, {os.cpu_count()} cores"
+
+
+def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, command: str | None = None) -> Path:
+    """Train (or resume) into `cfg.out`; returns the checkpoint folder.
+
+    model_overrides: ModelConfig fields replacing the preset's; command: recorded in the card.
+    """
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)
+    rf = RolloutFile(cfg.data)
+    model_cfg = preset(cfg.preset, action_dim=rf.action_dim, **(model_overrides or {}))
+    spec = WindowSpec(model_cfg.history, model_cfg.frameskip, cfg.batch_size, cfg.seed)
+    split = split_episodes(rf.num_episodes, cfg.val_fraction, cfg.seed)
+    train_starts = window_starts(rf, split.train_episodes, spec.span)
+    val_starts = window_starts(rf, split.val_episodes, spec.span)
+    if len(train_starts) == 0:
+        raise ValueError(f"{cfg.data}: no training window of {spec.span + 1} env steps (history {spec.history} x "
+                         f"frameskip {spec.frameskip}); episodes are {int(rf.episode_lengths.max())} frames at most")
+    val_starts = np.sort(np.random.default_rng(cfg.seed).permutation(val_starts)[:cfg.val_windows])
+    actions = rf.column("action")[:rf.num_frames]
+    train_rows = np.concatenate([np.arange(rf.episode_starts[e], rf.episode_ends[e]) for e in split.train_episodes])
+    mean, std = action_stats(actions, train_rows)
+    norm_actions = ((actions - mean) / std).astype(np.float32)
+    low = rf.attr("action_low", [-1.0] * rf.action_dim)
+    high = rf.attr("action_high", [1.0] * rf.action_dim)
+    meta = CheckpointMeta(model_cfg, mean, std, low, high, env_id=rf.env_id, env_kwargs=rf.env_kwargs,
+                          training={"command": command or "", "hardware": _hardware(device), "data_episodes": rf.num_episodes,
+                                    "data_frames": rf.num_frames, "train_config": dataclasses.asdict(cfg)})
+
+    mode = cfg.data_mode
+    if mode == "auto":
+        mode = "memory" if rf.column("pixels").nbytes <= 4 * 2**30 else "stream"
+    if mode == "memory":
+        pixels = rf.column("pixels")[:rf.num_frames]
+        keep_on = device if device.type == "cuda" and pixels.nbytes < 8 * 2**30 else torch.device("cpu")
+        source: MemoryWindows | StreamWindows = MemoryWindows(pixels, norm_actions, train_starts, spec, keep_on)
+        val_source: MemoryWindows | StreamWindows = MemoryWindows(pixels, norm_actions, val_starts, spec, keep_on)
+    rf.close()
+
+    model = WorldModel(model_cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    out.mkdir(parents=True, exist_ok=True)
+    step = 0
+    if (out / STATE_FILE).exists():
+        step = _load_state(out / STATE_FILE, model, opt, cfg, device)
+        _truncate_log(out / LOG_FILE, step)
+        print(f"resuming {out} from step {step}", file=sys.stderr)
+    if mode == "stream":
+        source = StreamWindows(cfg.data, norm_actions, train_starts, spec, range(step, cfg.steps))
+        val_source = StreamWindows(cfg.data, norm_actions, val_starts, spec, range(0))
+
+    model.train()
+    log = open(out / LOG_FILE, "a")
+    sig_gen = torch.Generator(device=device)
+    t_start, t_last, step_last = time.perf_counter(), time.perf_counter(), step
+    val: dict[str, float] = {}
+    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", dynamic_ncols=True)
+
+    def checkpoint(at: int) -> None:
+        params = model.num_parameters()
+        card = _model_card(meta, cfg, at, time.perf_counter() - t_start, params, val)
+        _save_state(out / STATE_FILE, model, opt, at, cfg, meta)
+        save_checkpoint(out, model, meta, cfg.weights_dtype, card)
+
+    try:
+        for pixels, act in _batches(source, step, cfg, device):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            sig_gen.manual_seed(cfg.seed * 1_000_003 + step)  # fresh, reproducible directions each step
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                emb = model.encode(pixels)                       # (B, h+1, D)
+                pred = model.predict(emb[:, :-1], act)           # (B, h, D)
+                p_loss = pred_loss(pred, emb[:, 1:])
+                s_loss = sigreg(emb.transpose(0, 1), cfg.num_projections, cfg.knots, generator=sig_gen)
+                loss = p_loss + cfg.sigreg_weight * s_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_interval == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                row = {"step": step, "train/loss": float(loss.detach()), "train/pred_loss": float(p_loss.detach()),
+                       "train/sigreg_loss": float(s_loss.detach()), "train/emb_std": float(emb.detach().float().std(0).mean()),
+                       "train/grad_norm": float(grad_norm), "lr": lr_at(step - 1, cfg),
+                       "samples_per_s": (step - step_last) * cfg.batch_size / (now - t_last)}
+                t_last, step_last = now, step
+                if not math.isfinite(row["train/loss"]):
+                    raise FloatingPointError(f"loss is {row['train/loss']} at step {step}; lower --lr")
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                bar.set_postfix(pred=f"{row['train/pred_loss']:.4f}", sigreg=f"{row['train/sigreg_loss']:.3f}")
+            if (step % cfg.eval_interval == 0 or step == cfg.steps) and len(val_starts) >= 2:
+                val = evaluate(model, val_source, val_starts, cfg, device)
+                log.write(json.dumps({"step": step, **val}) + "\n")
+                log.flush()
+            if step % cfg.ckpt_interval == 0 or step == cfg.steps:
+                checkpoint(step)
+    finally:
+        bar.close()
+        log.close()
+    return out

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from lewm_agent import PlannerConfig
+from lewm_agent.planner import CEMPlanner
+
+B, H, A = 4, 5, 3
+
+
+def quadratic(target):
+    def cost(actions):  # (B, S, H, A) -> (B, S)
+        return (actions - target[:, None]).pow(2).sum((-1, -2))
+    return cost
+
+
+def test_finds_minimum_of_quadratic_for_several_envs_at_once():
+    target = torch.randn(B, H, A, generator=torch.Generator().manual_seed(0)).clamp(-2, 2)
+    planner = CEMPlanner(A, PlannerConfig(), seed=0)
+    plan = planner.plan(quadratic(target), B)
+    assert plan.shape == (B, H, A)
+    assert (plan - target).abs().max() < 0.05
+
+
+def test_one_elite_gives_no_nan_and_one_call_per_iteration():
+    target = torch.ones(B, H, A)
+    calls = []
+
+    def cost(actions):
+        calls.append(actions.shape)
+        return quadratic(target)(actions)
+
+    cfg = PlannerConfig(num_samples=16, num_iterations=7, num_elites=1)
+    plan = CEMPlanner(A, cfg).plan(cost, B)
+    assert torch.isfinite(plan).all()
+    assert calls == [(B, 16, H, A)] * 7  # every env and sample in one batched call
+
+
+def test_mean_is_candidate_zero_so_cost_never_increases():
+    target = torch.randn(B, H, A)
+    seen = []
+
+    def cost(actions):
+        c = quadratic(target)(actions)
+        seen.append(c[:, 0].clone())  # cost of the current mean
+        return c
+
+    CEMPlanner(A, PlannerConfig(num_samples=32, num_iterations=10, num_elites=4)).plan(cost, B)
+    means = torch.stack(seen)
+    assert (means[1:] <= means[:-1] + 1e-5).all()
+
+
+def test_bounds_nan_costs_and_warm_start():
+    target = torch.full((B, H, A), 3.0)
+    planner = CEMPlanner(A, PlannerConfig(num_samples=64, num_iterations=10, num_elites=8))
+    plan = planner.plan(quadratic(target), B, low=torch.tensor(-1.0), high=torch.tensor(1.0))
+    assert plan.max() <= 1.0 and plan.max() > 0.9
+
+    def nan_cost(actions):
+        c = quadratic(torch.zeros(B, H, A))(actions)
+        return torch.where(actions[..., 0, 0] > 0, torch.full_like(c, float("nan")), c)
+    plan = planner.plan(nan_cost, B)
+    assert torch.isfinite(plan).all() and (plan[..., 0, 0] <= 0).all()
+
+    init = torch.full((B, H, A), 0.5)
+    warm = CEMPlanner(A, PlannerConfig(num_iterations=1, num_samples=8, num_elites=8, std=1e-6))
+    torch.testing.assert_close(warm.plan(quadratic(target), B, init_mean=init), init, atol=1e-4, rtol=0)
+
+
+def test_seeded_and_validated():
+    target = torch.randn(B, H, A)
+    cfg = PlannerConfig(num_samples=32, num_iterations=3, num_elites=4)
+    p1 = CEMPlanner(A, cfg, seed=7).plan(quadratic(target), B)
+    p2 = CEMPlanner(A, cfg, seed=7).plan(quadratic(target), B)
+    p3 = CEMPlanner(A, cfg, seed=8).plan(quadratic(target), B)
+    assert torch.equal(p1, p2) and not torch.equal(p1, p3)
+    with pytest.raises(ValueError, match="cost_fn must return"):
+        CEMPlanner(A, cfg).plan(lambda a: a.sum(-1), B)
+    with pytest.raises(ValueError, match="init_mean"):
+        CEMPlanner(A, cfg).plan(quadratic(target), B, init_mean=torch.zeros(B, H + 1, A))
+    with pytest.raises(ValueError, match="num_elites"):
+        PlannerConfig(num_samples=10, num_elites=11)

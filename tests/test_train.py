@@ -1,0 +1,96 @@
+import json
+
+import h5py
+import pytest
+import torch
+
+import lewm_agent.train as train_mod
+from lewm_agent.checkpoint import load_checkpoint
+from lewm_agent.train import TrainConfig, train
+
+
+def cfg(data, out, **kw):
+    base = dict(preset="tiny", steps=60, batch_size=32, lr=3e-3, warmup_steps=10, eval_interval=30,
+                ckpt_interval=20, log_interval=10, val_windows=64, num_projections=128, progress=False)
+    return TrainConfig(data=str(data), out=str(out), **{**base, **kw})
+
+
+def read_log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(dot_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "ck"
+    train(cfg(dot_dataset, out, steps=200, ckpt_interval=100, eval_interval=100))
+    return out
+
+
+def test_prediction_loss_falls_and_embeddings_do_not_collapse(trained):
+    log = read_log(trained)
+    pred = [r["train/pred_loss"] for r in log if "train/pred_loss" in r]
+    assert pred[-1] < 0.5 * pred[0]
+    val = [r for r in log if "val/pred_loss" in r][-1]
+    assert val["val/emb_std"] > 0.5
+    assert val["val/emb_rank"] > 3  # the dot world is 2-D; a collapsed model sits at ~1
+    model, meta = load_checkpoint(trained)
+    assert meta.env_id == "test/Dot-v0" and meta.model.action_dim == 2
+    assert (trained / "README.md").read_text().startswith("# LeWM checkpoint")
+
+
+def test_without_sigreg_the_same_run_collapses(dot_dataset, tmp_path):
+    out = tmp_path / "no_sigreg"
+    train(cfg(dot_dataset, out, steps=200, ckpt_interval=100, eval_interval=100, sigreg_weight=0.0))
+    val = [r for r in read_log(out) if "val/emb_std" in r][-1]
+    assert val["val/emb_std"] < 0.2  # what the SIGReg run above keeps above 0.5
+
+
+def test_resume_after_interruption_continues_from_saved_step(dot_dataset, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(cfg(dot_dataset, straight))
+
+    real_sigreg, calls = train_mod.sigreg, []
+
+    def dying_sigreg(*args, **kw):  # the process "dies" during step 31 (checkpoints at 20, 40, ...)
+        calls.append(1)
+        if len(calls) == 31 + 1:     # +1: the validation pass at step 30
+            raise KeyboardInterrupt
+        return real_sigreg(*args, **kw)
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(train_mod, "sigreg", dying_sigreg)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(dot_dataset, resumed))
+    monkeypatch.setattr(train_mod, "sigreg", real_sigreg)
+    assert max(r["step"] for r in read_log(resumed)) == 30  # the log ran ahead of the checkpoint
+    train(cfg(dot_dataset, resumed))
+
+    steps = [r["step"] for r in read_log(resumed) if "train/loss" in r]
+    assert steps == list(range(10, 61, 10))  # no step logged twice after the resume
+    a, _ = load_checkpoint(straight)
+    b, _ = load_checkpoint(resumed)
+    for k, v in a.state_dict().items():  # same batches, same RNG: the same weights
+        torch.testing.assert_close(v, b.state_dict()[k], atol=1e-5, rtol=1e-4)
+
+
+def test_resume_refuses_changed_settings(dot_dataset, tmp_path):
+    train(cfg(dot_dataset, tmp_path / "r", steps=20))
+    with pytest.raises(ValueError, match="different settings"):
+        train(cfg(dot_dataset, tmp_path / "r", steps=40, lr=1e-2))
+    train(cfg(dot_dataset, tmp_path / "r", steps=30))  # more steps is fine
+
+
+def test_bad_data_is_reported(dot_dataset, tmp_path):
+    short = tmp_path / "short.h5"
+    from conftest import write_dot_dataset
+    write_dot_dataset(short, episodes=3, length=10)
+    with pytest.raises(ValueError, match="no training window of 16 env steps"):
+        train(cfg(short, tmp_path / "o"))
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(dot_dataset.read_bytes())
+    with h5py.File(broken, "r+") as f:
+        del f["observation"]
+    with pytest.raises(ValueError, match="observation"):
+        train(cfg(broken, tmp_path / "o2"))
+    with pytest.raises(ValueError, match="preset"):
+        cfg(dot_dataset, tmp_path, preset="huge")
