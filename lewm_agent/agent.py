@@ -35,6 +35,27 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 matmuls are fast on CUDA and on CPUs with AVX512-BF16/AMX; elsewhere they are emulated."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and _cpu_has_native_bf16()
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _image_batch(obs: Mapping, key: str) -> np.ndarray:
     if key not in obs:
         raise ValueError(f"obs[{key!r}]: missing; expected a uint8 image (H, W, 3) or batch (N, H, W, 3) "
@@ -64,8 +85,12 @@ class _SubEnv:
 
 class LeWMAgent:
     def __init__(self, model: WorldModel, meta: CheckpointMeta, device: str | torch.device = "auto",
-                 planner: PlannerConfig | None = None, seed: int = 0):
+                 planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto"):
+        """precision: "fp32", "bf16" (autocast in the imagined rollouts) or "auto" (bf16 where native)."""
         self.device = resolve_device(device)
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
+        self.bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(self.device))
         self.model = model.to(self.device).eval()
         self.meta = meta
         self.cfg = model.cfg
@@ -87,12 +112,13 @@ class LeWMAgent:
     # ------------------------------------------------------------------ I/O
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto",
-                        planner: PlannerConfig | None = None, seed: int = 0, **planner_overrides: Any) -> "LeWMAgent":
+                        planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
+                        **planner_overrides: Any) -> "LeWMAgent":
         """Load a checkpoint folder. Planner settings: the checkpoint's, then `planner`, then overrides."""
         dev = resolve_device(device)
         model, meta = load_checkpoint(path, dev)
         cfg = replace(planner or meta.planner, **planner_overrides)
-        return cls(model, meta, dev, cfg, seed)
+        return cls(model, meta, dev, cfg, seed, precision)
 
     def save(self, path: str | os.PathLike, **kwargs: Any) -> None:
         save_checkpoint(path, self.model, replace(self.meta, planner=self.planner_cfg), **kwargs)
@@ -188,27 +214,36 @@ class LeWMAgent:
                 env.queue.extend(self._denormalize(blk) for blk in plan[:r])
                 env.plan_tail = plan[r:]
 
-    @torch.inference_mode()
     def _solve(self, envs: list[_SubEnv]) -> np.ndarray:
-        n, tc = len(envs), len(envs[0].frames)
-        frames = np.stack([np.stack(list(e.frames) + [e.goal]) for e in envs])  # (n, Tc+1, H, W, 3)
-        emb = self.model.encode(torch.from_numpy(frames).to(self.device))     # (n, Tc+1, D), encoded once
-        ctx, goal = emb[:, :tc], emb[:, tc]
-        ctx_act = None
-        if tc > 1:
-            ctx_act = torch.from_numpy(np.stack([np.stack(e.blocks) for e in envs])).to(self.device)  # (n, Tc-1, A)
+        r, a = self.planner_cfg.receding_horizon, self.cfg.action_block_dim
+        blocks = np.stack([np.stack(e.blocks) for e in envs]) if len(envs[0].frames) > 1 else None
+        init = None
+        if self.planner_cfg.warm_start and all(e.plan_tail is not None for e in envs):
+            init = np.stack([np.concatenate([e.plan_tail, np.zeros((r, a), np.float32)]) for e in envs])
+        return self.plan(np.stack([np.stack(e.frames) for e in envs]), np.stack([e.goal for e in envs]), blocks, init)
+
+    @torch.inference_mode()
+    def plan(self, context: np.ndarray, goal: np.ndarray, context_blocks: np.ndarray | None = None,
+             init: np.ndarray | None = None) -> np.ndarray:
+        """One batched CEM solve: the normalized action blocks (n, H, A) that lead towards `goal`.
+
+        context: uint8 (n, Tc, H, W, 3) block-boundary frames, the last one "now";
+        goal: uint8 (n, H, W, 3); context_blocks: (n, Tc-1, A) normalized blocks executed
+        between the context frames; init: (n, H, A) warm start.
+        """
+        n, tc = context.shape[:2]
+        frames = np.concatenate([context, goal[:, None]], 1)                     # (n, Tc+1, H, W, 3)
+        emb = self.model.encode(torch.from_numpy(frames).to(self.device))        # encoded once per plan
+        ctx, goal_emb = emb[:, :tc], emb[:, tc]
+        ctx_act = None if context_blocks is None else torch.from_numpy(context_blocks).to(self.device)
 
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:  # (n, S, H, A) -> (n, S)
-            z = self.model.rollout(ctx, actions, ctx_act)[:, :, -1]  # (n, S, D) last imagined frame
-            return (z - goal[:, None]).pow(2).sum(-1)
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+                z = self.model.rollout(ctx, actions, ctx_act)[:, :, -1]        # (n, S, D) last imagined frame
+            return (z.float() - goal_emb[:, None]).pow(2).sum(-1)
 
-        init = None
-        r = self.planner_cfg.receding_horizon
-        if self.planner_cfg.warm_start and all(e.plan_tail is not None for e in envs):
-            a = self.cfg.action_block_dim
-            init = torch.from_numpy(np.stack([np.concatenate([e.plan_tail, np.zeros((r, a), np.float32)])
-                                              for e in envs])).to(self.device)  # (n, H, A)
-        plan = self.planner.plan(cost_fn, n, init, self._low_n, self._high_n)
+        init_t = None if init is None else torch.from_numpy(init).to(self.device)
+        plan = self.planner.plan(cost_fn, n, init_t, self._low_n, self._high_n)
         return plan.float().cpu().numpy()
 
     def _denormalize(self, block: np.ndarray) -> np.ndarray:

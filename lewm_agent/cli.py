@@ -38,20 +38,54 @@ def _train(a: argparse.Namespace) -> int:
     from .train import TrainConfig, train
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kwargs = {k: v for k, v in vars(a).items() if k in fields}
-    try:
-        overrides = json.loads(a.model)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--model: not valid JSON ({e})") from None
-    if not isinstance(overrides, dict):
-        raise ValueError("--model: expected a JSON object of ModelConfig fields")
+    overrides = _json_arg("--model", a.model)
     cfg = TrainConfig(**kwargs, progress=not a.no_progress)
     out = train(cfg, overrides, command="lewm " + " ".join(shlex.quote(x) for x in sys.argv[1:]))
     print(f"checkpoint: {out}")
     return 0
 
 
+def _json_arg(flag: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag}: expected a JSON object, got {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------- collect
+def _collect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", dest="env_id", required=True, help="lewm/PushT-v0 | lewm/TwoRoom-v0 | lewm/Cube-v0")
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--out", required=True, help="new .h5 rollout file")
+    p.add_argument("--workers", type=int, default=1, help="simulation processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=None, help="env image_size (default: the env's)")
+    p.add_argument("--env-kwargs", default="{}", metavar="JSON", help="extra env kwargs (e.g. render settings)")
+    p.add_argument("--expert-kwargs", default="{}", metavar="JSON", help='e.g. \'{"noise": 0.3}\'')
+    p.add_argument("--max-steps", type=int, default=None, help="episode length (default: the env's limit)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _collect(a: argparse.Namespace) -> int:
+    from .collect import CollectConfig, collect, print_summary
+    env_kwargs = _json_arg("--env-kwargs", a.env_kwargs)
+    if a.image_size is not None:
+        env_kwargs["image_size"] = a.image_size
+    cfg = CollectConfig(env_id=a.env_id, episodes=a.episodes, out=a.out, workers=a.workers, seed=a.seed,
+                        env_kwargs=env_kwargs, expert_kwargs=_json_arg("--expert-kwargs", a.expert_kwargs),
+                        max_steps=a.max_steps, overwrite=a.overwrite, progress=not a.no_progress)
+    summary = collect(cfg)
+    print_summary(summary, a.out)
+    return 130 if summary["interrupted"] else 0
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
+    "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _collect),
     "train": ("fit a world model from a rollout file", _train_args, _train),
 }
 

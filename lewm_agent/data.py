@@ -123,9 +123,12 @@ class StreamWindows(torch.utils.data.Dataset):
         if self._rf is None:
             self._rf = RolloutFile(self.path)
         s = self.spec.draw(self.starts, step) if starts is None else starts
-        rows = self.spec.frame_rows(s)
-        unique, inverse = np.unique(rows, return_inverse=True)  # h5py wants increasing, distinct rows
-        frames = self._rf.column("pixels")[unique]
-        pixels = torch.from_numpy(frames[inverse.reshape(rows.shape)])      # (B, h+1, H, W, 3)
+        rows = self.spec.frame_rows(s)                                       # (B, h+1)
+        column = self._rf.column("pixels")
+        # One read per frame: h5py's fancy/strided selections are ~70x slower than plain reads here.
+        frames = np.empty((rows.size, *column.shape[1:]), np.uint8)
+        for i, r in enumerate(rows.reshape(-1)):
+            frames[i] = column[int(r)]
+        pixels = torch.from_numpy(frames.reshape(*rows.shape, *column.shape[1:]))  # (B, h+1, H, W, 3)
         actions = torch.from_numpy(_blocks(self.norm_actions, self.spec.action_rows(s), self.spec))
         return pixels, actions

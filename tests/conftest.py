@@ -53,8 +53,8 @@ class DotEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, image_size: int = 32, max_steps: int = 50):
-        self.size, self.max_steps = image_size, max_steps
+    def __init__(self, image_size: int = 32, max_steps: int = 50, terminate_on_success: bool = True):
+        self.size, self.max_steps, self.terminate = image_size, max_steps, terminate_on_success
         img = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         vec = gym.spaces.Box(0, 1, (2,), np.float32)
         self.observation_space = gym.spaces.Dict(
@@ -77,9 +77,20 @@ class DotEnv(gym.Env):
         self.pos = np.clip(self.pos + SPEED * np.clip(action, -1, 1), 0.05, 0.95)
         self.t += 1
         success = bool(np.linalg.norm(self.pos - self.goal) < 0.08)
-        return self._obs(), float(success), success, self.t >= self.max_steps, {"is_success": success}
+        return self._obs(), float(success), success and self.terminate, self.t >= self.max_steps, {"is_success": success}
 
 
 @pytest.fixture(scope="session")
 def dot_dataset(tmp_path_factory):
     return write_dot_dataset(tmp_path_factory.mktemp("data") / "dot.h5")
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(dot_dataset, tmp_path_factory):
+    """A tiny world model trained 200 steps on the dot dataset (~5 s on one core)."""
+    from lewm_agent.train import TrainConfig, train
+    out = tmp_path_factory.mktemp("run") / "ck"
+    train(TrainConfig(data=str(dot_dataset), out=str(out), preset="tiny", steps=200, batch_size=32, lr=3e-3,
+                      warmup_steps=10, eval_interval=100, ckpt_interval=100, log_interval=10, val_windows=64,
+                      num_projections=128, progress=False))
+    return out

@@ -19,14 +19,8 @@ def read_log(out):
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def trained(dot_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "ck"
-    train(cfg(dot_dataset, out, steps=200, ckpt_interval=100, eval_interval=100))
-    return out
-
-
-def test_prediction_loss_falls_and_embeddings_do_not_collapse(trained):
+def test_prediction_loss_falls_and_embeddings_do_not_collapse(trained_checkpoint):
+    trained = trained_checkpoint
     log = read_log(trained)
     pred = [r["train/pred_loss"] for r in log if "train/pred_loss" in r]
     assert pred[-1] < 0.5 * pred[0]

@@ -1,0 +1,158 @@
+"""`lewm collect`: run an env's scripted expert in worker processes, write a rollout file.
+
+Episode i is played with seed SeedSequence([seed, i]) whatever the number of workers,
+and episodes are written in index order, so the same seed reproduces the same file.
+Workers only simulate and render; the parent writes. Ctrl-C / SIGTERM stop cleanly and
+the file keeps its complete episodes; a killed parent leaves a readable file too (see
+`rollouts.py`).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+import envs
+from envs.experts import EXPERTS
+
+from .rollouts import RolloutWriter
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    env_id: str
+    episodes: int
+    out: str
+    workers: int = 1
+    seed: int = 0
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    expert_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_steps: int | None = None          # None: the env's registered max_episode_steps
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.env_id not in EXPERTS:
+            raise ValueError(f"--env: unknown {self.env_id!r}; collectable envs: {sorted(EXPERTS)}")
+        if self.episodes < 1:
+            raise ValueError(f"--episodes: must be >= 1, got {self.episodes}")
+        if self.workers < 1:
+            raise ValueError(f"--workers: must be >= 1, got {self.workers}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"--max-steps: must be >= 1, got {self.max_steps}")
+
+
+# ------------------------------------------------------------------ worker side
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(cfg: CollectConfig) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the file
+    expert = envs.make_expert(cfg.env_id, **cfg.expert_kwargs)
+    kwargs = {**expert.collect_env_kwargs, **cfg.env_kwargs}
+    extra = {} if cfg.max_steps is None else {"max_episode_steps": cfg.max_steps}
+    _WORKER.update(cfg=cfg, expert=expert, env=gym.make(cfg.env_id, **kwargs, **extra))
+
+
+def _episode(index: int) -> dict[str, Any]:
+    cfg, env, expert = _WORKER["cfg"], _WORKER["env"], _WORKER["expert"]
+    seq = np.random.SeedSequence([cfg.seed, index])
+    env_seed, expert_seed = (int(s) for s in seq.generate_state(2))
+    u = env.unwrapped
+    obs, info = env.reset(seed=env_seed)
+    expert.reset(u, np.random.default_rng(expert_seed))
+    pixels, observation, state, goal_state = [obs["pixels"]], [obs["observation"]], [u.get_state()], [u.goal_state]
+    success, actions = [info["is_success"]], []
+    t0 = time.perf_counter()
+    while True:
+        action = np.clip(np.asarray(expert.act(u, obs), np.float32), -1.0, 1.0)  # what the env executes
+        obs, _, terminated, truncated, info = env.step(action)
+        actions.append(action)
+        pixels.append(obs["pixels"])
+        observation.append(obs["observation"])
+        state.append(u.get_state())
+        goal_state.append(u.goal_state)
+        success.append(info["is_success"])
+        if terminated or truncated:
+            break
+    return {"pixels": np.stack(pixels), "actions": np.stack(actions), "observation": np.stack(observation),
+            "state": np.stack(state), "extra": {"goal_state": np.stack(goal_state),
+                                                 "is_success": np.asarray(success, np.uint8)},
+            "episode_info": expert.episode_info(), "seconds": time.perf_counter() - t0}
+
+
+def _episodes(cfg: CollectConfig) -> Iterator[dict[str, Any]]:
+    if cfg.workers == 1:
+        _init_worker(cfg)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for i in range(cfg.episodes):
+            yield _episode(i)
+        return
+    # spawn: MuJoCo/EGL contexts and HDF5 handles must not be inherited through fork
+    with mp.get_context("spawn").Pool(cfg.workers, _init_worker, (cfg,)) as pool:
+        yield from pool.imap(_episode, range(cfg.episodes), chunksize=1)  # ordered: reproducible file
+
+
+# ------------------------------------------------------------------ parent side
+def _file_attrs(cfg: CollectConfig) -> dict[str, Any]:
+    expert = envs.make_expert(cfg.env_id, **cfg.expert_kwargs)
+    env_kwargs = {**expert.collect_env_kwargs, **cfg.env_kwargs}
+    env = gym.make(cfg.env_id, **env_kwargs)
+    spec_steps = cfg.max_steps or env.spec.max_episode_steps
+    attrs = {"env_id": cfg.env_id, "env_kwargs": env_kwargs, "seed": cfg.seed,
+             "collector": f"lewm_agent.collect/{type(expert).__name__}", "expert_kwargs": cfg.expert_kwargs,
+             "max_episode_steps": spec_steps, "action_low": env.action_space.low.tolist(),
+             "action_high": env.action_space.high.tolist(),
+             "image_size": getattr(env.unwrapped, "image_size", None)}
+    env.close()
+    return attrs
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends collection like Ctrl-C: the file keeps complete episodes
+
+
+def collect(cfg: CollectConfig) -> dict[str, Any]:
+    """Write `cfg.episodes` episodes to `cfg.out`; returns the summary (also stored as attributes)."""
+    attrs = _file_attrs(cfg)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    infos: list[dict[str, float]] = []
+    frames, busy, t0 = 0, 0.0, time.perf_counter()
+    writer = RolloutWriter(cfg.out, attrs, overwrite=cfg.overwrite)
+    bar = tqdm(total=cfg.episodes, disable=not cfg.progress, desc=f"collect {cfg.env_id}", unit="ep")
+    interrupted = False
+    try:
+        for ep in _episodes(cfg):
+            writer.add_episode(ep["pixels"], ep["actions"], ep["observation"], ep["state"], ep["extra"],
+                               ep["episode_info"])
+            infos.append(ep["episode_info"])
+            frames += len(ep["pixels"])
+            busy += ep["seconds"]
+            bar.update(1)
+            bar.set_postfix(steps_s=f"{(frames - len(infos)) / (time.perf_counter() - t0):.0f}")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        signal.signal(signal.SIGTERM, previous)
+        wall = time.perf_counter() - t0
+        steps = frames - len(infos)
+        summary = {"episodes": len(infos), "frames": frames, "env_steps": steps, "wall_seconds": round(wall, 2),
+                   "env_steps_per_s": round(steps / wall, 1) if wall > 0 else 0.0,
+                   "env_steps_per_s_per_worker": round(steps / busy, 1) if busy > 0 else 0.0,
+                   "workers": cfg.workers, "interrupted": interrupted}
+        for key in sorted({k for info in infos for k in info}):
+            summary[f"mean_{key}"] = round(float(np.mean([info[key] for info in infos if key in info])), 4)
+        writer.close({"summary": summary})
+    return summary
+
+
+def print_summary(summary: dict[str, Any], out: str) -> None:
+    print(f"wrote {out}: " + ", ".join(f"{k}={v}" for k, v in summary.items()), file=sys.stdout)
