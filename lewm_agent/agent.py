@@ -145,10 +145,13 @@ class LeWMAgent:
         return _SubEnv(frames=deque(maxlen=h), blocks=deque(maxlen=max(h - 1, 0)))
 
     # ------------------------------------------------------------------ act
-    def act(self, obs: Mapping, episode_start: np.ndarray | None = None) -> np.ndarray:
+    def act(self, obs: Mapping, episode_start: np.ndarray | None = None,
+            active: np.ndarray | None = None) -> np.ndarray:
         """One observation dict -> action (action_dim,); a vector-env batch -> (N, action_dim).
 
         `episode_start[i]` true (or a changed goal image) clears sub-env i's plan and history.
+        `active[i]` false skips sub-env i (finished episodes in a batched evaluation): it is
+        neither planned nor advanced, and its action is zeros.
         """
         if not isinstance(obs, Mapping):
             raise ValueError(f"obs: expected a dict with 'pixels' and 'goal', got {type(obs).__name__}")
@@ -173,7 +176,12 @@ class LeWMAgent:
             raise ValueError(f"obs['pixels']: image shape {pixels.shape[1:]} changed from {self._shape} "
                              "mid-episode; call agent.reset() first")
         self._shape = pixels.shape[1:]
+        on = np.ones(n, bool) if active is None else np.asarray(active, dtype=bool).reshape(-1)
+        if len(on) != n:
+            raise ValueError(f"active: expected {n} flags, got {len(on)}")
         for i, env in enumerate(self._envs):
+            if not on[i]:
+                continue
             if env.goal is not None and not np.array_equal(env.goal, goal[i]):
                 env = self._envs[i] = self._new_subenv()  # new task: old plan and history are stale
             env.goal = goal[i].copy()
@@ -181,9 +189,11 @@ class LeWMAgent:
                 if env.current is not None:
                     env.blocks.append(self._normalize(env.current))
                 env.frames.append(pixels[i].copy())
-        self._plan([i for i, env in enumerate(self._envs) if env.step_in_block == 0 and not env.queue])
-        actions = np.empty((n, self.cfg.action_dim), np.float32)
+        self._plan([i for i, env in enumerate(self._envs) if on[i] and env.step_in_block == 0 and not env.queue])
+        actions = np.zeros((n, self.cfg.action_dim), np.float32)
         for i, env in enumerate(self._envs):
+            if not on[i]:
+                continue
             if env.step_in_block == 0:
                 env.current = env.queue.popleft()
             actions[i] = env.current[env.step_in_block]

@@ -83,9 +83,49 @@ def _collect(a: argparse.Namespace) -> int:
     return 130 if summary["interrupted"] else 0
 
 
+# -------------------------------------------------------------------- eval
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="rollout file: start/goal pairs from its held-out episodes")
+    src.add_argument("--env", dest="env_id", help="no dataset: start and goal from the env's reset")
+    p.add_argument("--episodes", type=int, default=50, help="pairs per seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--goal-offset", type=int, default=25, help="env steps from start to goal frame")
+    p.add_argument("--budget", type=int, default=50, help="env steps allowed")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    for name in ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="planner (default: checkpoint's)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the random and replay rows")
+    p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
+
+
+def _eval(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate import EvalConfig, evaluate, markdown
+    planner = {k: getattr(a, k) for k in ("num_samples", "num_iterations", "num_elites", "horizon",
+                                          "receding_horizon") if getattr(a, k) is not None}
+    cfg = EvalConfig(checkpoint=a.checkpoint, data=a.data, env_id=a.env_id, episodes=a.episodes,
+                     seeds=tuple(a.seeds), goal_offset=a.goal_offset, budget=a.budget, device=a.device,
+                     precision=a.precision, planner=planner, baselines=not a.no_baselines)
+    report = evaluate(cfg, on_seed=lambda row, seed, rate: print(f"seed {seed}: {row} {100 * rate:.0f}%",
+                                                                  file=sys.stderr))
+    table = markdown(report)
+    print(table)
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "eval.md").write_text(table)
+    return 0
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _collect),
+    "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _eval),
     "train": ("fit a world model from a rollout file", _train_args, _train),
 }
 

@@ -1,0 +1,269 @@
+"""The evaluation protocol (the paper's, made honest).
+
+Start = a frame of a held-out episode, goal = the frame `goal_offset` env steps later in
+the same episode, `budget` env steps, success if the env reports success at any step.
+`episodes` pairs per seed; pairs already successful at the start are skipped and counted.
+The same pairs are given to the agent, to a random policy and to a replay of the recorded
+actions (the reachable upper bound). Without a dataset (`env_id` mode) start and goal
+come from the env's own seeded `reset`. All episodes of a seed run in lockstep so that
+the agent plans for all of them in one batched call.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from .agent import LeWMAgent
+from .checkpoint import CheckpointMeta
+from .data import split_episodes
+from .rollouts import RolloutFile
+
+Policy = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]  # (batched obs, active) -> actions
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str
+    data: str | None = None              # rollout file with held-out episodes ...
+    env_id: str | None = None            # ... or goals from the env's own reset
+    episodes: int = 50
+    seeds: tuple[int, ...] = (0, 1, 2)
+    goal_offset: int = 25
+    budget: int = 50
+    device: str = "auto"
+    precision: str = "auto"
+    planner: dict[str, Any] = field(default_factory=dict)   # PlannerConfig overrides
+    baselines: bool = True               # random and replay rows
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.env_id is None):
+            raise ValueError("give exactly one of --data (held-out pairs) or --env (goals from env.reset)")
+        for name in ("episodes", "goal_offset", "budget"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
+        if not self.seeds:
+            raise ValueError("--seeds: give at least one seed")
+
+
+@dataclass(frozen=True)
+class Pair:
+    state: np.ndarray
+    goal_state: np.ndarray
+    actions: np.ndarray | None = None    # recorded actions from start to goal (dataset mode)
+    episode: int = -1
+    start: int = -1
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def held_out_episodes(rf: RolloutFile, meta: CheckpointMeta) -> tuple[np.ndarray, str]:
+    """The checkpoint's validation episodes if `rf` is its training file, else every episode."""
+    t = meta.training
+    same = (t.get("data_episodes") == rf.num_episodes and t.get("data_frames") == rf.num_frames
+            and "train_config" in t)
+    if same:
+        tc = t["train_config"]
+        val = split_episodes(rf.num_episodes, tc["val_fraction"], tc["seed"]).val_episodes
+        return val, "validation split of the training file"
+    return np.arange(rf.num_episodes), "every episode (this file was not the training file)"
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any], budget: int) -> gym.Env:
+    return gym.make(env_id, **env_kwargs, max_episode_steps=budget + 1)
+
+
+def sample_pairs(rf: RolloutFile, episodes: np.ndarray, n: int, offset: int, seed: int,
+                 solved: Callable[[Pair], bool]) -> tuple[list[Pair], int]:
+    """`n` seeded (start, start+offset) pairs from `episodes`; starts already solved are skipped."""
+    lengths = rf.episode_lengths[episodes]
+    eligible = episodes[lengths > offset]
+    if len(eligible) == 0:
+        raise ValueError(f"--goal-offset {offset}: no held-out episode is longer than {offset} steps "
+                         f"(longest: {int(lengths.max()) if len(lengths) else 0})")
+    rng = np.random.default_rng([seed, 7919])
+    states, actions = rf.column("state"), rf.column("action")
+    pairs: list[Pair] = []
+    skipped, seen = 0, set()
+    capacity = int((rf.episode_lengths[eligible] - offset).sum())
+    while len(pairs) < n:
+        if len(seen) >= capacity:
+            raise ValueError(f"only {len(pairs)} usable start/goal pairs in {len(eligible)} held-out episodes "
+                             f"({skipped} skipped as already solved); asked for {n}: collect more data or "
+                             "lower --episodes")
+        ep = int(rng.choice(eligible))
+        t = int(rng.integers(0, rf.episode_lengths[ep] - offset))
+        if (ep, t) in seen:
+            continue
+        seen.add((ep, t))
+        row = int(rf.episode_starts[ep]) + t
+        pair = Pair(states[row], states[row + offset], actions[row:row + offset], ep, t)
+        if solved(pair):
+            skipped += 1
+            continue
+        pairs.append(pair)
+    return pairs, skipped
+
+
+def run_pairs(policy: Policy, pairs: list[Pair], envs: list[gym.Env], budget: int) -> np.ndarray:
+    """Play every pair for `budget` steps in lockstep; returns success flags."""
+    obs = [env.reset(options={"state": p.state, "goal_state": p.goal_state})[0] for env, p in zip(envs, pairs)]
+    success = np.zeros(len(pairs), bool)
+    for _ in range(budget):
+        active = ~success
+        batch = {k: np.stack([o[k] for o in obs]) for k in ("pixels", "goal")}
+        actions = policy(batch, active)
+        for i in np.flatnonzero(active):
+            obs[i], _, _, _, info = envs[i].step(actions[i])
+            success[i] = bool(info["is_success"])
+        if success.all():
+            break
+    return success
+
+
+def _replay_policy(pairs: list[Pair], action_dim: int) -> Policy:
+    step = np.zeros(len(pairs), int)
+
+    def policy(obs: dict, active: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(pairs), action_dim), np.float32)  # after the recording: stand still
+        for i, p in enumerate(pairs):
+            if step[i] < len(p.actions):
+                out[i] = p.actions[step[i]]
+            step[i] += 1
+        return out
+    return policy
+
+
+def _random_policy(space: gym.spaces.Box, seed: int) -> Policy:
+    rng = np.random.default_rng([seed, 104729])
+    return lambda obs, active: rng.uniform(space.low, space.high, (len(active), space.shape[0])).astype(np.float32)
+
+
+def summarize(successes: dict[int, np.ndarray], skipped: dict[int, int]) -> dict[str, Any]:
+    per_seed = {s: float(v.mean()) for s, v in successes.items()}
+    total = int(sum(v.sum() for v in successes.values()))
+    n = int(sum(len(v) for v in successes.values()))
+    lo, hi = wilson(total, n)
+    rates = np.array(list(per_seed.values()))
+    return {"success": total / n, "mean": float(rates.mean()), "std": float(rates.std(ddof=1)) if len(rates) > 1
+            else 0.0, "ci95": [lo, hi], "per_seed": per_seed, "n": n, "skipped": int(sum(skipped.values()))}
+
+
+def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
+    """Run the protocol; returns the report (rows for lewm, random, replay) as a dict."""
+    agent = LeWMAgent.from_pretrained(cfg.checkpoint, cfg.device, precision=cfg.precision, **cfg.planner)
+    meta = agent.meta
+    rf = RolloutFile(cfg.data) if cfg.data else None
+    env_id = rf.env_id if rf else cfg.env_id
+    if env_id not in gym.registry:
+        raise ValueError(f"unknown env id {env_id!r}; registered lewm envs: "
+                         f"{sorted(k for k in gym.registry if k.startswith('lewm/'))}")
+    if meta.env_id is not None and meta.env_id != env_id:
+        raise ValueError(f"checkpoint {cfg.checkpoint} was trained on {meta.env_id}, not {env_id}")
+    env_kwargs = dict(rf.env_kwargs if rf else meta.env_kwargs)
+    env_kwargs.pop("terminate_on_success", None)  # success at any step is tracked here
+    size, trained = env_kwargs.get("image_size"), meta.env_kwargs.get("image_size")
+    if size is not None and trained is not None and size != trained:
+        raise ValueError(f"image size: the data is {size} px but the checkpoint was trained on {trained} px")
+    envs = [make_env(env_id, env_kwargs, cfg.budget) for _ in range(cfg.episodes)]
+    probe = envs[0]
+    held, held_note = held_out_episodes(rf, meta) if rf else (np.zeros(0, int), "env.reset goals")
+
+    def solved(p: Pair) -> bool:
+        return bool(probe.reset(options={"state": p.state, "goal_state": p.goal_state})[1]["is_success"])
+
+    rows = ["lewm", "random", "replay"] if cfg.baselines else ["lewm"]
+    if rf is None:
+        rows = [r for r in rows if r != "replay"]
+    results = {r: {} for r in rows}
+    skipped: dict[int, int] = {}
+    plan_times: list[float] = []
+    agent_steps = 0
+    for seed in cfg.seeds:
+        if rf:
+            pairs, skipped[seed] = sample_pairs(rf, held, cfg.episodes, cfg.goal_offset, seed, solved)
+        else:
+            pairs, skipped[seed] = _env_pairs(probe, cfg.episodes, seed)
+        agent.reset()
+        agent.planner.seed(seed)
+        n_before = len(agent.solve_seconds)
+        counter = _Counter(lambda obs, active: agent.act(obs, active=active))
+        results["lewm"][seed] = run_pairs(counter, pairs, envs, cfg.budget)
+        plan_times += list(agent.solve_seconds)[n_before:]
+        agent_steps += counter.steps
+        if "random" in results:
+            results["random"][seed] = run_pairs(_random_policy(probe.action_space, seed), pairs, envs, cfg.budget)
+        if "replay" in results:
+            results["replay"][seed] = run_pairs(_replay_policy(pairs, probe.action_space.shape[0]), pairs, envs,
+                                                cfg.budget)
+        if on_seed:
+            on_seed("lewm", seed, float(results["lewm"][seed].mean()))
+    times = np.asarray(plan_times)
+    report = {"env_id": env_id, "checkpoint": str(cfg.checkpoint), "data": cfg.data, "held_out": held_note,
+              "held_out_episodes": int(len(held)), "episodes_per_seed": cfg.episodes, "seeds": list(cfg.seeds),
+              "goal_offset": cfg.goal_offset, "budget": cfg.budget, "device": str(agent.device),
+              "precision": "bf16" if agent.bf16 else "fp32", "planner": agent.planner_cfg.to_dict(),
+              "rows": {r: summarize(results[r], skipped) for r in rows},
+              "planning": {"solves": int(len(times)), "envs_per_solve": cfg.episodes,
+                           "median_s_per_solve": float(np.median(times)) if len(times) else None,
+                           "p95_s_per_solve": float(np.percentile(times, 95)) if len(times) else None,
+                           "s_per_env_step": float(times.sum() / max(agent_steps, 1))}}
+    for env in envs:
+        env.close()
+    if rf:
+        rf.close()
+    return report
+
+
+class _Counter:
+    """Wraps a policy and counts the env steps it acts for (for planning time per env step)."""
+
+    def __init__(self, policy: Policy):
+        self.policy, self.steps = policy, 0
+
+    def __call__(self, obs: dict, active: np.ndarray) -> np.ndarray:
+        self.steps += int(active.sum())
+        return self.policy(obs, active)
+
+
+def _env_pairs(env: gym.Env, n: int, seed: int) -> tuple[list[Pair], int]:
+    """Start/goal pairs from the env's own seeded reset (no dataset)."""
+    pairs, skipped, k = [], 0, 0
+    while len(pairs) < n:
+        _, info = env.reset(seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]))
+        k += 1
+        u = env.unwrapped
+        if info["is_success"]:
+            skipped += 1
+            continue
+        pairs.append(Pair(u.get_state(), u.goal_state))
+    return pairs, skipped
+
+
+def markdown(report: dict[str, Any]) -> str:
+    p = report["planning"]
+    lines = [f"`{report['env_id']}` — {report['episodes_per_seed']} pairs x {len(report['seeds'])} seeds, "
+             f"goal +{report['goal_offset']} steps, budget {report['budget']}; held out: {report['held_out']}",
+             "", "| policy | success (mean ± std over seeds) | pooled [95% Wilson] | per seed | skipped |",
+             "|---|---|---|---|---|"]
+    for name, r in report["rows"].items():
+        seeds = " / ".join(f"{100 * v:.0f}" for v in r["per_seed"].values())
+        lines.append(f"| {name} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f}% | {100 * r['success']:.1f}% "
+                     f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | {seeds} | {r['skipped']} |")
+    if p["median_s_per_solve"] is not None:
+        lines += ["", f"Planning ({report['device']}, {report['precision']}): {p['solves']} batched solves of "
+                      f"{p['envs_per_solve']} envs, median {p['median_s_per_solve']:.2f} s, p95 "
+                      f"{p['p95_s_per_solve']:.2f} s per solve; {1e3 * p['s_per_env_step']:.1f} ms per env step."]
+    return "\n".join(lines) + "\n"
