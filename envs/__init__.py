@@ -8,7 +8,13 @@ Entry points are strings, so importing this package imports no simulator.
 """
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
+
+# MuJoCo picks its GL backend when first imported; headless machines need EGL. Set it
+# before anything can import mujoco (envs.cube repeats this and explains failures).
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 ENV_IDS = {
     "lewm/PushT-v0": ("envs.pusht:PushTEnv", 300),

@@ -15,7 +15,7 @@ uniform action (the agent wanders off and the expert recovers afterwards).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class TwoRoomExpert:
         door_band: how close to the door's centre line (px) the agent must be to cross.
     """
 
-    collect_env_kwargs: dict[str, Any] = {}
+    collect_env_kwargs: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, noise: float = 0.3, segment_prob: float = 0.03,
                  segment_steps: tuple[int, int] = (3, 10), door_band: float = 8.0):
@@ -62,7 +62,7 @@ class TwoRoomExpert:
 
     def reset(self, env: Any, rng: np.random.Generator) -> None:
         if not isinstance(rng, np.random.Generator):
-            raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
         self._env, self._rng = env, rng
         self._segment_left, self._steps, self._random_steps = 0, 0, 0
         self._reached = self._at_goal(env)
