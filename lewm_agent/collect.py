@@ -53,8 +53,9 @@ class CollectConfig:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: CollectConfig) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the file
+def _init_worker(cfg: CollectConfig, in_parent: bool = False) -> None:
+    if not in_parent:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the file
     expert = envs.make_expert(cfg.env_id, **cfg.expert_kwargs)
     kwargs = {**expert.collect_env_kwargs, **cfg.env_kwargs}
     extra = {} if cfg.max_steps is None else {"max_episode_steps": cfg.max_steps}
@@ -90,8 +91,7 @@ def _episode(index: int) -> dict[str, Any]:
 
 def _episodes(cfg: CollectConfig) -> Iterator[dict[str, Any]]:
     if cfg.workers == 1:
-        _init_worker(cfg)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _init_worker(cfg, in_parent=True)
         for i in range(cfg.episodes):
             yield _episode(i)
         return
@@ -115,19 +115,31 @@ def _file_attrs(cfg: CollectConfig) -> dict[str, Any]:
     return attrs
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends collection like Ctrl-C: the file keeps complete episodes
+class _Stop:
+    """SIGINT/SIGTERM handler: finish the episode being written, then stop; a second signal stops now.
+
+    Raising from the first signal is unsafe: it can land inside an h5py/HDF5 callback, which
+    swallows the exception, and the collector would then run on forever.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
 
 
 def collect(cfg: CollectConfig) -> dict[str, Any]:
     """Write `cfg.episodes` episodes to `cfg.out`; returns the summary (also stored as attributes)."""
     attrs = _file_attrs(cfg)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    stop = _Stop()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     infos: list[dict[str, float]] = []
     frames, busy, t0 = 0, 0.0, time.perf_counter()
     writer = RolloutWriter(cfg.out, attrs, overwrite=cfg.overwrite)
-    bar = tqdm(total=cfg.episodes, disable=not cfg.progress, desc=f"collect {cfg.env_id}", unit="ep")
-    interrupted = False
+    bar = tqdm(total=cfg.episodes, disable=None if cfg.progress else True, desc=f"collect {cfg.env_id}", unit="ep")
     try:
         for ep in _episodes(cfg):
             writer.add_episode(ep["pixels"], ep["actions"], ep["observation"], ep["state"], ep["extra"],
@@ -137,11 +149,15 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
             busy += ep["seconds"]
             bar.update(1)
             bar.set_postfix(steps_s=f"{(frames - len(infos)) / (time.perf_counter() - t0):.0f}")
+            if stop.requested:
+                break
     except KeyboardInterrupt:
-        interrupted = True
+        pass
     finally:
+        interrupted = stop.requested or len(infos) < cfg.episodes
         bar.close()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         wall = time.perf_counter() - t0
         steps = frames - len(infos)
         summary = {"episodes": len(infos), "frames": frames, "env_steps": steps, "wall_seconds": round(wall, 2),

@@ -249,7 +249,7 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
     sig_gen = torch.Generator(device=device)
     t_start, t_last, step_last = time.perf_counter(), time.perf_counter(), step
     val: dict[str, float] = {}
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, disable=None if cfg.progress else True, desc="train", dynamic_ncols=True)
 
     def checkpoint(at: int) -> None:
         params = model.num_parameters()

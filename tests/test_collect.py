@@ -1,0 +1,98 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from lewm_agent.cli import main
+from lewm_agent.collect import CollectConfig, collect
+from lewm_agent.rollouts import RolloutFile
+
+COLUMNS = ("pixels", "action", "observation", "state", "episode_index", "step_index", "goal_state", "is_success")
+
+
+def run(tmp_path, env_id="lewm/TwoRoom-v0", episodes=6, name="d.h5", **kw):
+    out = tmp_path / name
+    summary = collect(CollectConfig(env_id, episodes, str(out), progress=False, **kw))
+    return out, summary
+
+
+def test_file_has_every_contract_column_and_the_recipe(tmp_path):
+    out, summary = run(tmp_path, env_kwargs={"image_size": 32})
+    assert summary["episodes"] == 6 and summary["env_steps"] > 0 and summary["mean_expert_success"] == 1.0
+    with RolloutFile(out) as rf:
+        for c in COLUMNS:
+            assert rf.column(c).shape[0] == rf.num_frames, c
+        assert rf.image_shape == (32, 32)
+        assert rf.env_id == "lewm/TwoRoom-v0" and rf.env_kwargs == {"image_size": 32}
+        assert rf.attr("seed") == 0 and rf.attr("collector").endswith("TwoRoomExpert")
+        assert rf.attr("summary")["episodes"] == 6 and rf.attr("max_episode_steps") == 200
+        assert rf.column("episode_expert_success").shape == (6,)
+        last = rf.episode_ends - 1
+        assert np.isnan(rf.column("action")[:][last]).all()
+        assert rf.column("is_success")[:][last].all()  # the expert's episodes end on success
+
+
+def test_same_seed_same_file_whatever_the_worker_count(tmp_path):
+    a, _ = run(tmp_path, name="a.h5", episodes=4)
+    b, _ = run(tmp_path, name="b.h5", episodes=4, workers=2)
+    c, _ = run(tmp_path, name="c.h5", episodes=4, seed=1)
+    with RolloutFile(a) as ra, RolloutFile(b) as rb, RolloutFile(c) as rc:
+        for col in ("pixels", "action", "state"):
+            np.testing.assert_array_equal(ra.column(col)[:], rb.column(col)[:])
+        assert ra.num_frames != rc.num_frames or not np.array_equal(ra.column("state")[:], rc.column("state")[:])
+
+
+@pytest.mark.parametrize("env_id, kwargs, steps", [("lewm/TwoRoom-v0", {}, 40),
+                                                   ("lewm/PushT-v0", {"image_size": 32}, 40),
+                                                   ("lewm/Cube-v0", {"image_size": 32}, 8)])
+def test_replaying_recorded_actions_reproduces_recorded_states(tmp_path, env_id, kwargs, steps):
+    if env_id == "lewm/Cube-v0":
+        pytest.importorskip("ogbench")
+    out, _ = run(tmp_path, env_id=env_id, episodes=2, env_kwargs=kwargs, max_steps=steps)
+    with RolloutFile(out) as rf:
+        env = gym.make(env_id, **rf.env_kwargs, max_episode_steps=1000).unwrapped
+        for e in range(rf.num_episodes):
+            ep = rf.episode(e, ("pixels", "action", "state", "goal_state"))
+            env.reset(options={"state": ep["state"][0], "goal_state": ep["goal_state"][0]})
+            for t, a in enumerate(ep["action"][:-1]):
+                obs, *_ = env.step(a)
+                np.testing.assert_array_equal(env.get_state(), ep["state"][t + 1])
+                np.testing.assert_array_equal(obs["pixels"], ep["pixels"][t + 1])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_collection_leaves_a_valid_file(tmp_path, sig):
+    out = tmp_path / "i.h5"
+    cmd = [sys.executable, "-m", "lewm_agent.cli", "collect", "--env", "lewm/TwoRoom-v0", "--episodes", "100000",
+           "--out", str(out), "--no-progress"]
+    log = open(tmp_path / "log.txt", "w")  # a file, not a pipe: a full pipe would block the child
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.exists() and out.stat().st_size > 200_000):
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    log.close()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, (tmp_path / "log.txt").read_text()[-3000:]
+    with RolloutFile(out) as rf:
+        assert rf.num_episodes > 0
+        ends = rf.episode_ends
+        assert (rf.column("episode_index")[:ends[-1]] == np.repeat(np.arange(len(ends)), rf.episode_lengths)).all()
+        assert rf.column("is_success")[:][ends - 1].all()  # every kept episode is complete
+
+
+def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
+    assert main(["collect", "--env", "lewm/Nope-v0", "--episodes", "1", "--out", str(tmp_path / "x.h5")]) == 2
+    assert "unknown 'lewm/Nope-v0'" in capsys.readouterr().err
+    out, _ = run(tmp_path, episodes=1)
+    assert main(["collect", "--env", "lewm/TwoRoom-v0", "--episodes", "1", "--out", str(out)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["collect", "--env", "lewm/TwoRoom-v0", "--episodes", "1", "--out", str(tmp_path / "y.h5"),
+                 "--env-kwargs", "[1]"]) == 2
+    assert "--env-kwargs: expected a JSON object" in capsys.readouterr().err

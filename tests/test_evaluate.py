@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+
+from lewm_agent.cli import main
+from lewm_agent.collect import CollectConfig, collect
+from lewm_agent.evaluate import EvalConfig, Pair, evaluate, markdown, sample_pairs, wilson
+from lewm_agent.rollouts import RolloutFile
+
+
+@pytest.fixture(scope="module")
+def two_room(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tr") / "tr.h5"
+    collect(CollectConfig("lewm/TwoRoom-v0", 40, str(out), env_kwargs={"image_size": 32},
+                          expert_kwargs={"noise": 1.0}, progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ck(two_room, tmp_path_factory):
+    from lewm_agent.train import TrainConfig, train
+    out = tmp_path_factory.mktemp("ck") / "ck"
+    train(TrainConfig(data=str(two_room), out=str(out), preset="tiny", steps=30, batch_size=16, lr=3e-3,
+                      warmup_steps=5, eval_interval=30, ckpt_interval=30, log_interval=10, val_fraction=0.3,
+                      val_windows=32, num_projections=64, progress=False))
+    return out
+
+
+def test_wilson_interval():
+    lo, hi = wilson(45, 50)
+    assert 0.78 < lo < 0.8 and 0.95 < hi < 0.97
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+
+
+def test_pairs_come_from_the_given_episodes_at_the_offset_and_are_seeded(two_room):
+    with RolloutFile(two_room) as rf:
+        held = np.array([1, 3, 5, 7, 9, 11])
+        states = rf.column("state")[:]
+        pairs, skipped = sample_pairs(rf, held, 10, 25, seed=0, solved=lambda p: False)
+        assert len(pairs) == 10 and skipped == 0
+        for p in pairs:
+            assert p.episode in held and p.start + 25 < rf.episode_lengths[p.episode]
+            row = rf.episode_starts[p.episode] + p.start
+            np.testing.assert_array_equal(p.state, states[row])
+            np.testing.assert_array_equal(p.goal_state, states[row + 25])
+            assert len(p.actions) == 25 and np.isfinite(p.actions).all()
+        again, _ = sample_pairs(rf, held, 10, 25, seed=0, solved=lambda p: False)
+        other, _ = sample_pairs(rf, held, 10, 25, seed=1, solved=lambda p: False)
+        assert [(p.episode, p.start) for p in again] == [(p.episode, p.start) for p in pairs]
+        assert [(p.episode, p.start) for p in other] != [(p.episode, p.start) for p in pairs]
+
+
+def test_already_solved_starts_are_skipped_and_counted(two_room):
+    with RolloutFile(two_room) as rf:
+        verdicts = iter([True, True, True] + [False] * 100)
+        pairs, skipped = sample_pairs(rf, np.arange(rf.num_episodes), 5, 10, seed=0,
+                                      solved=lambda p: next(verdicts))
+        assert len(pairs) == 5 and skipped == 3
+        with pytest.raises(ValueError, match="usable start/goal pairs"):
+            sample_pairs(rf, np.array([0]), 10_000, 10, seed=0, solved=lambda p: False)
+        with pytest.raises(ValueError, match="--goal-offset 5000"):
+            sample_pairs(rf, np.arange(rf.num_episodes), 5, 5000, seed=0, solved=lambda p: False)
+
+
+def test_protocol_end_to_end_replay_succeeds_on_a_deterministic_env(two_room, ck):
+    planner = dict(num_samples=16, num_iterations=2, num_elites=4)
+    report = evaluate(EvalConfig(checkpoint=str(ck), data=str(two_room), episodes=4, seeds=(0, 1), budget=30,
+                                 goal_offset=20, planner=planner))
+    assert report["held_out"].startswith("validation split")
+    rows = report["rows"]
+    assert rows["replay"]["success"] == 1.0  # replaying the recording reaches the goal frame exactly
+    assert set(rows) == {"lewm", "random", "replay"} and rows["lewm"]["n"] == 8
+    assert report["planning"]["solves"] >= 2 and report["planning"]["median_s_per_solve"] > 0
+    assert "| replay | 100.0 ± 0.0%" in markdown(report)
+    env_report = evaluate(EvalConfig(checkpoint=str(ck), env_id="lewm/TwoRoom-v0", episodes=3, seeds=(0,),
+                                     planner=planner, budget=10))
+    assert set(env_report["rows"]) == {"lewm", "random"}
+
+
+def test_bad_input_gives_a_message_and_exit_status(two_room, ck, tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(tmp_path / "none"), "--data", str(two_room)]) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(ck), "--env", "lewm/PushT-v0"]) == 2
+    assert "trained on lewm/TwoRoom-v0, not lewm/PushT-v0" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(ck), "--env", "lewm/Nope-v0"]) == 2
+    assert "unknown env id" in capsys.readouterr().err
+    other = tmp_path / "tr96.h5"
+    collect(CollectConfig("lewm/TwoRoom-v0", 3, str(other), env_kwargs={"image_size": 48}, progress=False))
+    assert main(["eval", "--checkpoint", str(ck), "--data", str(other)]) == 2
+    assert "the data is 48 px but the checkpoint was trained on 32 px" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="exactly one"):
+        EvalConfig(checkpoint="x")
+    with pytest.raises(ValueError, match="--episodes"):
+        EvalConfig(checkpoint="x", env_id="lewm/TwoRoom-v0", episodes=0)
+    assert isinstance(Pair(np.zeros(2), np.ones(2)), Pair)
