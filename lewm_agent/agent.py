@@ -35,6 +35,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+CPU_CHUNK = 2048  # imagined sequences per rollout call on CPU (cache-sized; see LeWMAgent.plan)
+
+
 def bf16_supported(device: torch.device) -> bool:
     """bf16 matmuls are fast on CUDA and on CPUs with AVX512-BF16/AMX; elsewhere they are emulated."""
     if device.type == "cuda":
@@ -247,10 +250,18 @@ class LeWMAgent:
         ctx, goal_emb = emb[:, :tc], emb[:, tc]
         ctx_act = None if context_blocks is None else torch.from_numpy(context_blocks).to(self.device)
 
+        # On CPU, envs are imagined in chunks of at most CPU_CHUNK sequences: one huge batch
+        # (e.g. 50 envs x 300 samples) ran 1.5x slower per env than chunks that stay in cache.
+        step = n if self.device.type != "cpu" else max(1, CPU_CHUNK // self.planner_cfg.num_samples)
+
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:  # (n, S, H, A) -> (n, S)
+            z = []
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-                z = self.model.rollout(ctx, actions, ctx_act)[:, :, -1]        # (n, S, D) last imagined frame
-            return (z.float() - goal_emb[:, None]).pow(2).sum(-1)
+                for i in range(0, n, step):
+                    acts = actions[i:i + step]
+                    past = None if ctx_act is None else ctx_act[i:i + step]
+                    z.append(self.model.rollout(ctx[i:i + step], acts, past)[:, :, -1])  # (n', S, D) last frame
+            return (torch.cat(z).float() - goal_emb[:, None]).pow(2).sum(-1)
 
         init_t = None if init is None else torch.from_numpy(init).to(self.device)
         plan = self.planner.plan(cost_fn, n, init_t, self._low_n, self._high_n)

@@ -11,6 +11,7 @@ the agent plans for all of them in one batched call.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,6 +24,8 @@ from .data import split_episodes
 from .rollouts import RolloutFile
 
 Policy = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]  # (batched obs, active) -> actions
+# A baseline for the same table: (seed, action space) -> Policy, built once per seed.
+PolicyFactory = Callable[[int, gym.spaces.Box], Policy]
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def run_pairs(policy: Policy, pairs: list[Pair], envs: list[gym.Env], budget: in
     success = np.zeros(len(pairs), bool)
     for _ in range(budget):
         active = ~success
-        batch = {k: np.stack([o[k] for o in obs]) for k in ("pixels", "goal")}
+        batch = {k: np.stack([o[k] for o in obs]) for k in obs[0]}  # every key: baselines may use low-dim ones
         actions = policy(batch, active)
         for i in np.flatnonzero(active):
             obs[i], _, _, _, info = envs[i].step(actions[i])
@@ -146,7 +149,7 @@ def _replay_policy(pairs: list[Pair], action_dim: int) -> Policy:
     return policy
 
 
-def _random_policy(space: gym.spaces.Box, seed: int) -> Policy:
+def _random_policy(seed: int, space: gym.spaces.Box) -> Policy:
     rng = np.random.default_rng([seed, 104729])
     return lambda obs, active: rng.uniform(space.low, space.high, (len(active), space.shape[0])).astype(np.float32)
 
@@ -161,8 +164,9 @@ def summarize(successes: dict[int, np.ndarray], skipped: dict[int, int]) -> dict
             else 0.0, "ci95": [lo, hi], "per_seed": per_seed, "n": n, "skipped": int(sum(skipped.values()))}
 
 
-def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
-    """Run the protocol; returns the report (rows for lewm, random, replay) as a dict."""
+def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None = None,
+             extra: dict[str, PolicyFactory] | None = None) -> dict[str, Any]:
+    """Run the protocol; returns the report (rows: lewm, random, replay, then `extra`) as a dict."""
     agent = LeWMAgent.from_pretrained(cfg.checkpoint, cfg.device, precision=cfg.precision, **cfg.planner)
     meta = agent.meta
     rf = RolloutFile(cfg.data) if cfg.data else None
@@ -179,15 +183,20 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
         raise ValueError(f"image size: the data is {size} px but the checkpoint was trained on {trained} px")
     envs = [make_env(env_id, env_kwargs, cfg.budget) for _ in range(cfg.episodes)]
     probe = envs[0]
+    space = probe.action_space
     held, held_note = held_out_episodes(rf, meta) if rf else (np.zeros(0, int), "env.reset goals")
 
     def solved(p: Pair) -> bool:
         return bool(probe.reset(options={"state": p.state, "goal_state": p.goal_state})[1]["is_success"])
 
-    rows = ["lewm", "random", "replay"] if cfg.baselines else ["lewm"]
-    if rf is None:
-        rows = [r for r in rows if r != "replay"]
-    results = {r: {} for r in rows}
+    factories: dict[str, PolicyFactory | None] = {"lewm": None}
+    if cfg.baselines:
+        factories["random"] = _random_policy
+        if rf:
+            factories["replay"] = None
+    factories.update(extra or {})
+    results: dict[str, dict[int, np.ndarray]] = {r: {} for r in factories}
+    seconds = dict.fromkeys(factories, 0.0)
     skipped: dict[int, int] = {}
     plan_times: list[float] = []
     agent_steps = 0
@@ -196,26 +205,33 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
             pairs, skipped[seed] = sample_pairs(rf, held, cfg.episodes, cfg.goal_offset, seed, solved)
         else:
             pairs, skipped[seed] = _env_pairs(probe, cfg.episodes, seed)
-        agent.reset()
-        agent.planner.seed(seed)
-        n_before = len(agent.solve_seconds)
-        counter = _Counter(lambda obs, active: agent.act(obs, active=active))
-        results["lewm"][seed] = run_pairs(counter, pairs, envs, cfg.budget)
-        plan_times += list(agent.solve_seconds)[n_before:]
-        agent_steps += counter.steps
-        if "random" in results:
-            results["random"][seed] = run_pairs(_random_policy(probe.action_space, seed), pairs, envs, cfg.budget)
-        if "replay" in results:
-            results["replay"][seed] = run_pairs(_replay_policy(pairs, probe.action_space.shape[0]), pairs, envs,
-                                                cfg.budget)
-        if on_seed:
-            on_seed("lewm", seed, float(results["lewm"][seed].mean()))
+        for name, factory in factories.items():
+            if name == "lewm":
+                agent.reset()
+                agent.planner.seed(seed)
+                n_before = len(agent.solve_seconds)
+                policy = counter = _Counter(lambda obs, active: agent.act(obs, active=active))
+            elif name == "replay":
+                policy = _replay_policy(pairs, space.shape[0])
+            else:
+                policy = factory(seed, space)
+            t0 = time.perf_counter()
+            results[name][seed] = run_pairs(policy, pairs, envs, cfg.budget)
+            seconds[name] += time.perf_counter() - t0
+            if name == "lewm":
+                plan_times += list(agent.solve_seconds)[n_before:]
+                agent_steps += counter.steps
+            if on_seed:
+                on_seed(name, seed, float(results[name][seed].mean()))
     times = np.asarray(plan_times)
+    n_episodes = cfg.episodes * len(cfg.seeds)
+    rows = {r: {**summarize(results[r], skipped), "seconds_per_episode": seconds[r] / n_episodes}
+            for r in factories}
     report = {"env_id": env_id, "checkpoint": str(cfg.checkpoint), "data": cfg.data, "held_out": held_note,
               "held_out_episodes": int(len(held)), "episodes_per_seed": cfg.episodes, "seeds": list(cfg.seeds),
               "goal_offset": cfg.goal_offset, "budget": cfg.budget, "device": str(agent.device),
               "precision": "bf16" if agent.bf16 else "fp32", "planner": agent.planner_cfg.to_dict(),
-              "rows": {r: summarize(results[r], skipped) for r in rows},
+              "rows": rows,
               "planning": {"solves": int(len(times)), "envs_per_solve": cfg.episodes,
                            "median_s_per_solve": float(np.median(times)) if len(times) else None,
                            "p95_s_per_solve": float(np.percentile(times, 95)) if len(times) else None,
@@ -256,12 +272,13 @@ def markdown(report: dict[str, Any]) -> str:
     p = report["planning"]
     lines = [f"`{report['env_id']}` — {report['episodes_per_seed']} pairs x {len(report['seeds'])} seeds, "
              f"goal +{report['goal_offset']} steps, budget {report['budget']}; held out: {report['held_out']}",
-             "", "| policy | success (mean ± std over seeds) | pooled [95% Wilson] | per seed | skipped |",
-             "|---|---|---|---|---|"]
+             "", "| policy | success (mean ± std over seeds) | pooled [95% Wilson] | per seed | skipped | s/episode |",
+             "|---|---|---|---|---|---|"]
     for name, r in report["rows"].items():
         seeds = " / ".join(f"{100 * v:.0f}" for v in r["per_seed"].values())
         lines.append(f"| {name} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f}% | {100 * r['success']:.1f}% "
-                     f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | {seeds} | {r['skipped']} |")
+                     f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | {seeds} | {r['skipped']} | "
+                     f"{r['seconds_per_episode']:.2f} |")
     if p["median_s_per_solve"] is not None:
         lines += ["", f"Planning ({report['device']}, {report['precision']}): {p['solves']} batched solves of "
                       f"{p['envs_per_solve']} envs, median {p['median_s_per_solve']:.2f} s, p95 "

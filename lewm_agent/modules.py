@@ -49,10 +49,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
               dropout: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over (N, heads, T, hd); mask: bool (Tq, Tk), True = may attend.
 
-    On CPU without dropout the plain formulation is used: for the predictor's few tokens
-    (T <= history) PyTorch's fused CPU kernel was measured 1.6x (fp32) to 4x (bf16) slower.
+    On CPU, without dropout and for a few tokens (the predictor's T <= history), the plain
+    formulation is used: PyTorch's fused CPU kernel was measured 1.6x (fp32) to 4x (bf16)
+    slower there. Long sequences (the ViT's patches) keep the fused kernel, which never
+    materializes the (Tq, Tk) score matrix.
     """
-    if q.device.type != "cpu" or dropout > 0:
+    if q.device.type != "cpu" or dropout > 0 or k.shape[-2] > 16:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
     scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5           # (N, heads, Tq, Tk)
     if causal:
