@@ -98,7 +98,8 @@ class LeWMAgent:
         self.meta = meta
         self.cfg = model.cfg
         self.planner_cfg = planner or meta.planner
-        self.planner = CEMPlanner(self.cfg.action_block_dim, self.planner_cfg, self.device, seed)
+        self.planner = CEMPlanner(self.cfg.action_block_dim, self.planner_cfg, self.device, seed,
+                                  step_dim=self.cfg.action_dim)
         self._seed = seed
         self.action_mean = np.asarray(meta.action_mean, np.float32)
         self.action_std = np.asarray(meta.action_std, np.float32)

@@ -92,6 +92,7 @@ class PlannerConfig:
     horizon: int = 5                   # planned action blocks
     receding_horizon: int = 5          # blocks executed before replanning
     warm_start: bool = False           # start CEM from the tail of the previous plan
+    noise_beta: float = 0.0            # sampling noise colour along time: 0 white (paper), 2 smooth (iCEM)
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon"):
@@ -104,6 +105,8 @@ class PlannerConfig:
                 f"PlannerConfig.receding_horizon ({self.receding_horizon}) must be <= horizon ({self.horizon})")
         if not self.std > 0:
             raise ValueError(f"PlannerConfig.std must be > 0, got {self.std}")
+        if not 0.0 <= self.noise_beta <= 4.0:
+            raise ValueError(f"PlannerConfig.noise_beta must be in [0, 4], got {self.noise_beta}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -88,7 +88,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 # ----------------------------------------------------------------------- state
 def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
-                cfg: TrainConfig, meta: CheckpointMeta) -> None:
+                cfg: TrainConfig, meta: CheckpointMeta, wall: float) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
         tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in st.items()})
@@ -96,13 +96,14 @@ def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.state_dict()["param_groups"]]
-    metadata = {"step": str(step), "train_config": json.dumps(dataclasses.asdict(cfg)),
+    metadata = {"step": str(step), "wall_seconds": str(wall), "train_config": json.dumps(dataclasses.asdict(cfg)),
                 "meta": json.dumps(meta.to_dict()), "param_groups": json.dumps(groups)}
     save_tensors_atomic(path, tensors, metadata)
 
 
 def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
-                device: torch.device) -> int:
+                device: torch.device) -> tuple[int, float]:
+    """Restore weights, optimizer and RNG; returns the step and the wall seconds trained so far."""
     with safe_open(str(path), framework="pt") as f:
         md = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -125,7 +126,7 @@ def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return int(md["step"])
+    return int(md["step"]), float(md.get("wall_seconds", 0.0))
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -235,9 +236,9 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
     model = WorldModel(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out.mkdir(parents=True, exist_ok=True)
-    step = 0
+    step, wall_before = 0, 0.0
     if (out / STATE_FILE).exists():
-        step = _load_state(out / STATE_FILE, model, opt, cfg, device)
+        step, wall_before = _load_state(out / STATE_FILE, model, opt, cfg, device)
         _truncate_log(out / LOG_FILE, step)
         print(f"resuming {out} from step {step}", file=sys.stderr)
     if mode == "stream":
@@ -247,15 +248,17 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
     model.train()
     log = open(out / LOG_FILE, "a")
     sig_gen = torch.Generator(device=device)
-    t_start, t_last, step_last = time.perf_counter(), time.perf_counter(), step
+    t_start = time.perf_counter() - wall_before  # wall time counts across resumes
+    t_last, step_last = time.perf_counter(), step
     val: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=step, disable=None if cfg.progress else True, desc="train", dynamic_ncols=True)
 
     def checkpoint(at: int) -> None:
-        params = model.num_parameters()
-        card = _model_card(meta, cfg, at, time.perf_counter() - t_start, params, val)
-        _save_state(out / STATE_FILE, model, opt, at, cfg, meta)
-        save_checkpoint(out, model, meta, cfg.weights_dtype, card)
+        wall = time.perf_counter() - t_start
+        done = replace(meta, training={**meta.training, "steps": at, "wall_seconds": round(wall, 1)})
+        card = _model_card(done, cfg, at, wall, model.num_parameters(), val)
+        _save_state(out / STATE_FILE, model, opt, at, cfg, meta, wall)
+        save_checkpoint(out, model, done, cfg.weights_dtype, card)
 
     try:
         for pixels, act in _batches(source, step, cfg, device):

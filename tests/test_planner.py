@@ -79,3 +79,30 @@ def test_seeded_and_validated():
         CEMPlanner(A, cfg).plan(quadratic(target), B, init_mean=torch.zeros(B, H + 1, A))
     with pytest.raises(ValueError, match="num_elites"):
         PlannerConfig(num_samples=10, num_elites=11)
+
+
+def test_colored_noise_has_unit_variance_and_persistence():
+    from lewm_agent.planner import colored_noise
+    g = torch.Generator().manual_seed(0)
+    for t in (24, 25):
+        x = colored_noise((4000,), t, 2.0, g, torch.device("cpu"))
+        assert x.shape == (4000, t)
+        assert torch.allclose(x.std(0), torch.ones(t), atol=0.06)
+        lag1 = torch.corrcoef(torch.stack([x[:, 10], x[:, 11]]))[0, 1]
+        assert lag1 > 0.7  # white noise would give ~0
+
+
+@pytest.mark.parametrize("beta", [0.0, 2.0])
+def test_time_correlated_sampling_still_minimises(beta):
+    # A persistent target (each action dim constant over the 25 env steps): coloured noise is a
+    # prior for such plans; it trades away fitting white, step-to-step jitter.
+    per_dim = torch.randn(B, 1, 1, 2, generator=torch.Generator().manual_seed(1)).clamp(-1.5, 1.5)
+    target = per_dim.expand(B, H, 5, 2).reshape(B, H, 10)
+    cfg = PlannerConfig(noise_beta=beta)
+    plan = CEMPlanner(10, cfg, seed=0, step_dim=2).plan(quadratic(target), B)
+    err = (plan - target).abs()
+    assert err.mean() < 0.05 and err.max() < 0.4
+    with pytest.raises(ValueError, match="step_dim"):
+        CEMPlanner(10, cfg, step_dim=3)
+    with pytest.raises(ValueError, match="noise_beta"):
+        PlannerConfig(noise_beta=-1)
