@@ -1,4 +1,4 @@
-"""`lewm` command line: collect | train | eval | demo.
+"""`lewm` command line: collect | train | eval | plot | demo.
 
 Each subcommand parses its flags into its entry point's typed config; bad input ends
 with one line naming the problem and exit status 2, never a traceback.
@@ -99,6 +99,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="planner (default: checkpoint's)")
     p.add_argument("--no-baselines", action="store_true", help="skip the random and replay rows")
     p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
+    p.add_argument("--video", default=None, metavar="DIR", help="MP4s of the agent's first pairs of each seed")
+    p.add_argument("--video-episodes", type=int, default=2, metavar="K", help="pairs filmed per seed")
 
 
 def _eval(a: argparse.Namespace) -> int:
@@ -109,7 +111,8 @@ def _eval(a: argparse.Namespace) -> int:
                                           "receding_horizon") if getattr(a, k) is not None}
     cfg = EvalConfig(checkpoint=a.checkpoint, data=a.data, env_id=a.env_id, episodes=a.episodes,
                      seeds=tuple(a.seeds), goal_offset=a.goal_offset, budget=a.budget, device=a.device,
-                     precision=a.precision, planner=planner, baselines=not a.no_baselines)
+                     precision=a.precision, planner=planner, baselines=not a.no_baselines,
+                     video=a.video, video_episodes=a.video_episodes)
     report = evaluate(cfg, on_seed=lambda row, seed, rate: print(f"seed {seed}: {row} {100 * rate:.0f}%",
                                                                   file=sys.stderr))
     table = markdown(report)
@@ -119,6 +122,23 @@ def _eval(a: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
         (out / "eval.md").write_text(table)
+    for path in report.get("videos", []):
+        print(f"video: {path}", file=sys.stderr)
+    return 0
+
+
+# -------------------------------------------------------------------- plot
+def _plot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_DIR", help="training output folder holding log.jsonl (or the log file)")
+    p.add_argument("--eval", dest="eval_file", default=None, metavar="FILE",
+                   help="eval.json to chart (default: RUN_DIR/eval.json or RUN_DIR/eval/eval.json if present)")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default: RUN_DIR/plots)")
+
+
+def _plot(a: argparse.Namespace) -> int:
+    from .plot import plot_run
+    for path in plot_run(a.run, a.eval_file, a.out):
+        print(path)
     return 0
 
 
@@ -160,6 +180,7 @@ COMMANDS: dict[str, Command] = {
     "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _collect),
     "demo": ("collect, train and evaluate a small Two-Room agent on CPU", _demo_args, _demo),
     "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _eval),
+    "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _plot),
     "train": ("fit a world model from a rollout file", _train_args, _train),
 }
 

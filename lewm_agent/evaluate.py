@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -42,11 +43,13 @@ class EvalConfig:
     planner: dict[str, Any] = field(default_factory=dict)   # PlannerConfig overrides
     baselines: bool = True               # random and replay rows
     progress: bool = True
+    video: str | None = None             # folder for MP4s of the agent's first pairs of each seed
+    video_episodes: int = 2              # pairs filmed per seed
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.env_id is None):
             raise ValueError("give exactly one of --data (held-out pairs) or --env (goals from env.reset)")
-        for name in ("episodes", "goal_offset", "budget"):
+        for name in ("episodes", "goal_offset", "budget", "video_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
         if not self.seeds:
@@ -120,17 +123,31 @@ def sample_pairs(rf: RolloutFile, episodes: np.ndarray, n: int, offset: int, see
     return pairs, skipped
 
 
-def run_pairs(policy: Policy, pairs: list[Pair], envs: list[gym.Env], budget: int) -> np.ndarray:
-    """Play every pair for `budget` steps in lockstep; returns success flags."""
+def run_pairs(policy: Policy, pairs: list[Pair], envs: list[gym.Env], budget: int,
+              record: dict[int, list] | None = None) -> np.ndarray:
+    """Play every pair for `budget` steps in lockstep; returns success flags.
+
+    `record[i]` (for the pair indices given as keys) receives a `video.Snapshot` after the
+    reset and after each of pair i's steps; it ends at its first success.
+    """
     obs = [env.reset(options={"state": p.state, "goal_state": p.goal_state})[0] for env, p in zip(envs, pairs)]
     success = np.zeros(len(pairs), bool)
-    for _ in range(budget):
+    if record:
+        from .video import Snapshot
+
+        def snap(i: int, t: int) -> None:
+            record[i].append(Snapshot(obs[i]["pixels"].copy(), obs[i]["goal"].copy(), t, bool(success[i])))
+        for i in record:
+            snap(i, 0)
+    for t in range(1, budget + 1):
         active = ~success
         batch = {k: np.stack([o[k] for o in obs]) for k in obs[0]}  # every key: baselines may use low-dim ones
         actions = policy(batch, active)
         for i in np.flatnonzero(active):
             obs[i], _, _, _, info = envs[i].step(actions[i])
             success[i] = bool(info["is_success"])
+            if record and i in record:
+                snap(i, t)
         if success.all():
             break
     return success
@@ -167,6 +184,9 @@ def summarize(successes: dict[int, np.ndarray], skipped: dict[int, int]) -> dict
 def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None = None,
              extra: dict[str, PolicyFactory] | None = None) -> dict[str, Any]:
     """Run the protocol; returns the report (rows: lewm, random, replay, then `extra`) as a dict."""
+    if cfg.video:
+        from .video import require
+        require()  # a missing dependency must fail before the evaluation, not after it
     agent = LeWMAgent.from_pretrained(cfg.checkpoint, cfg.device, precision=cfg.precision, **cfg.planner)
     meta = agent.meta
     rf = RolloutFile(cfg.data) if cfg.data else None
@@ -200,12 +220,15 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     skipped: dict[int, int] = {}
     plan_times: list[float] = []
     agent_steps = 0
+    videos: list[str] = []
     for seed in cfg.seeds:
         if rf:
             pairs, skipped[seed] = sample_pairs(rf, held, cfg.episodes, cfg.goal_offset, seed, solved)
         else:
             pairs, skipped[seed] = _env_pairs(probe, cfg.episodes, seed)
         for name, factory in factories.items():
+            record = ({i: [] for i in range(min(cfg.video_episodes, len(pairs)))}
+                      if cfg.video and name == "lewm" else None)
             if name == "lewm":
                 agent.reset()
                 agent.planner.seed(seed)
@@ -216,8 +239,10 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
             else:
                 policy = factory(seed, space)
             t0 = time.perf_counter()
-            results[name][seed] = run_pairs(policy, pairs, envs, cfg.budget)
+            results[name][seed] = run_pairs(policy, pairs, envs, cfg.budget, record)
             seconds[name] += time.perf_counter() - t0
+            if record:
+                videos += _write_videos(cfg, env_id, seed, record, results[name][seed])
             if name == "lewm":
                 plan_times += list(agent.solve_seconds)[n_before:]
                 agent_steps += counter.steps
@@ -236,11 +261,29 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
                            "median_s_per_solve": float(np.median(times)) if len(times) else None,
                            "p95_s_per_solve": float(np.percentile(times, 95)) if len(times) else None,
                            "s_per_env_step": float(times.sum() / max(agent_steps, 1))}}
+    if cfg.video:
+        report["videos"] = videos
     for env in envs:
         env.close()
     if rf:
         rf.close()
     return report
+
+
+def _write_videos(cfg: EvalConfig, env_id: str, seed: int, record: dict[int, list],
+                  success: np.ndarray) -> list[str]:
+    """`<env>_seed<s>_pair<i>_{success,fail}.mp4` in cfg.video; drops the other outcome's file of a past run."""
+    from .video import write_episode
+    out, env_name = Path(cfg.video), env_id.split("/")[-1]
+    paths = []
+    for i, snapshots in record.items():
+        base = f"{env_name}_seed{seed}_pair{i}"
+        outcome, other = ("success", "fail") if success[i] else ("fail", "success")
+        (out / f"{base}_{other}.mp4").unlink(missing_ok=True)
+        path = write_episode(out / f"{base}_{outcome}.mp4", snapshots, f"LeWM | {env_id} | seed {seed} | pair {i}",
+                             total_steps=cfg.budget)
+        paths.append(str(path))
+    return paths
 
 
 class _Counter:
