@@ -149,6 +149,13 @@ def coverage(pose, goal_pose) -> float:
 
 
 # --------------------------------------------------------------------------- rendering
+def _rgb(color) -> np.ndarray:
+    c = np.asarray(color, dtype=np.float64)
+    if c.shape != (3,) or not np.isfinite(c).all() or (c < 0).any() or (c > 255).any():
+        raise ValueError(f"block_color: expected 3 numbers (R, G, B) in [0, 255], got {color!r}")
+    return c.astype(np.float32)
+
+
 class PushTRenderer:
     """Draws Push-T states at `size` x `size` pixels: light floor, grey walls, slate T, blue disc."""
 
@@ -178,8 +185,13 @@ class PushTRenderer:
         a = alpha[..., None].astype(np.float32)
         img[r0:r0 + alpha.shape[0], c0:c0 + alpha.shape[1]] = (patch + a * (color - patch) + 0.5).astype(np.uint8)
 
-    def render(self, agent_xy, block_pose) -> np.ndarray:
-        """uint8 (size, size, 3) of the agent at `agent_xy` and the T at `block_pose` = (x, y, angle)."""
+    def render(self, agent_xy, block_pose, block_color=None) -> np.ndarray:
+        """uint8 (size, size, 3) of the agent at `agent_xy` and the T at `block_pose` = (x, y, angle).
+
+        `block_color`: RGB (3 numbers in [0, 255]) to paint the T with instead of the default
+        slate grey (the surprise demo's purely visual perturbation).
+        """
+        color = BLOCK_COLOR if block_color is None else _rgb(block_color)
         img = self.background.copy()
         bx, by, ba = (float(v) for v in block_pose)
         corners = to_world(np.asarray(T_OUTLINE), bx, by, ba)
@@ -189,7 +201,7 @@ class PushTRenderer:
             xs, ys = self._centres[c0:c1], self._centres[r0:r1]
             grid = np.stack(np.broadcast_arrays(xs[None, :], ys[:, None]), axis=-1)
             d = t_sdf(grid, bx, by, ba) * self.scale
-            self._blend(img, r0, c0, np.clip(0.5 - d, 0.0, 1.0), BLOCK_COLOR)
+            self._blend(img, r0, c0, np.clip(0.5 - d, 0.0, 1.0), color)
         ax, ay = float(agent_xy[0]), float(agent_xy[1])
         c0, c1 = self._window(ax - AGENT_RADIUS, ax + AGENT_RADIUS)
         r0, r1 = self._window(ay - AGENT_RADIUS, ay + AGENT_RADIUS)
