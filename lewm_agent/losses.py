@@ -14,15 +14,16 @@ import torch.distributed as dist
 
 
 def pred_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Next-embedding prediction loss (LeWM eq. 2): mean squared error over all elements.
+    """Next-embedding prediction loss (LeWM eq. 2): mean over batch and time of ||pred - target||^2.
 
-    The mean runs over batch, time *and* latent dimension (as in the public LeWM code),
-    i.e. ||pred - target||^2 / D; the paper's lambda = 0.09 is tuned for this scale.
+    The squared norm sums over the latent dimension D, as DESIGN.md writes it. (Averaging
+    over D as well would make SIGReg's lambda = 0.09 D times stronger: measured on Two-Room,
+    that over-spread latent space left far goals on a flat cost plateau and CEM failed.)
     No stop-gradient: the target embeddings receive gradients too.
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
-    return (pred.float() - target.float()).pow(2).mean()
+    return (pred.float() - target.float()).pow(2).sum(-1).mean()
 
 
 def _global_mean(x: torch.Tensor) -> tuple[torch.Tensor, int]:

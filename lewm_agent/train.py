@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .agent import resolve_device
 from .checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint, save_tensors_atomic
-from .config import PRESETS, preset
+from .config import PRESETS, PlannerConfig, preset
 from .data import MemoryWindows, StreamWindows, WindowSpec, action_stats, split_episodes, window_starts
 from .losses import embedding_stats, pred_loss, sigreg
 from .rollouts import RolloutFile
@@ -195,11 +195,14 @@ def _hardware(device: torch.device) -> str:
     return f"{device.type}, {os.cpu_count()} cores"
 
 
-def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, command: str | None = None) -> Path:
+def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, command: str | None = None,
+          planner: dict[str, Any] | None = None) -> Path:
     """Train (or resume) into `cfg.out`; returns the checkpoint folder.
 
-    model_overrides: ModelConfig fields replacing the preset's; command: recorded in the card.
+    model_overrides: ModelConfig fields replacing the preset's; command: recorded in the card;
+    planner: PlannerConfig fields stored as the checkpoint's planning defaults.
     """
+    planner_cfg = PlannerConfig.from_dict(planner or {})
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
@@ -219,7 +222,7 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
     norm_actions = ((actions - mean) / std).astype(np.float32)
     low = rf.attr("action_low", [-1.0] * rf.action_dim)
     high = rf.attr("action_high", [1.0] * rf.action_dim)
-    meta = CheckpointMeta(model_cfg, mean, std, low, high, env_id=rf.env_id, env_kwargs=rf.env_kwargs,
+    meta = CheckpointMeta(model_cfg, mean, std, low, high, planner_cfg, env_id=rf.env_id, env_kwargs=rf.env_kwargs,
                           training={"command": command or "", "hardware": _hardware(device), "data_episodes": rf.num_episodes,
                                     "data_frames": rf.num_frames, "train_config": dataclasses.asdict(cfg)})
 

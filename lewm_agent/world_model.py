@@ -153,8 +153,8 @@ class WorldModel(nn.Module):
     def surprise(self, pixels: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Violation-of-expectation signal: pixels (B, T, ...), actions (B, T-1, A) -> (B, T-1).
 
-        Entry t is the squared prediction error (mean over D) of frame t+1 given the
-        frames before it: high where the observed future is not what the model expected.
+        Entry t is the squared prediction error ||pred - z||^2 of frame t+1 given the frames
+        before it (the training loss's term): high where the future is not what the model expected.
         """
         emb = self.encode(pixels)
         b, t, _ = emb.shape
@@ -163,7 +163,7 @@ class WorldModel(nn.Module):
                f"actions: expected (B, T-1, A) = {(b, t - 1, self.cfg.action_block_dim)}, got {tuple(actions.shape)}")
         _check(bool(torch.isfinite(actions).all()), "actions: contains NaN or inf")
         pred = self.predict(emb[:, :-1], actions.to(emb.dtype))
-        return (pred - emb[:, 1:]).pow(2).mean(-1)
+        return (pred - emb[:, 1:]).pow(2).sum(-1)
 
     def num_parameters(self) -> dict[str, int]:
         def count(*mods: nn.Module) -> int:

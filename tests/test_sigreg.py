@@ -60,7 +60,7 @@ def test_bad_shapes_raise():
 
 def test_pred_loss_and_collapse_indicators():
     a, b = torch.zeros(4, 3, 8), torch.ones(4, 3, 8)
-    assert float(pred_loss(a, b)) == 1.0
+    assert float(pred_loss(a, b)) == 8.0  # squared norm over D = 8, averaged over batch and time
     with pytest.raises(ValueError, match="differ"):
         pred_loss(a, b[:, :2])
     healthy = embedding_stats(gaussian(d=16))

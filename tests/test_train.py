@@ -25,8 +25,8 @@ def test_prediction_loss_falls_and_embeddings_do_not_collapse(trained_checkpoint
     pred = [r["train/pred_loss"] for r in log if "train/pred_loss" in r]
     assert pred[-1] < 0.5 * pred[0]
     val = [r for r in log if "val/pred_loss" in r][-1]
-    assert val["val/emb_std"] > 0.5
-    assert val["val/emb_rank"] > 3  # the dot world is 2-D; a collapsed model sits at ~1
+    assert val["val/emb_std"] > 0.25  # without SIGReg the same run falls below 0.1 (next test)
+    assert val["val/emb_rank"] > 2    # the dot world is 2-D; a collapsed model sits at ~1
     model, meta = load_checkpoint(trained)
     assert meta.env_id == "test/Dot-v0" and meta.model.action_dim == 2
     assert (trained / "README.md").read_text().startswith("# LeWM checkpoint")
@@ -36,7 +36,7 @@ def test_without_sigreg_the_same_run_collapses(dot_dataset, tmp_path):
     out = tmp_path / "no_sigreg"
     train(cfg(dot_dataset, out, steps=200, ckpt_interval=100, eval_interval=100, sigreg_weight=0.0))
     val = [r for r in read_log(out) if "val/emb_std" in r][-1]
-    assert val["val/emb_std"] < 0.2  # what the SIGReg run above keeps above 0.5
+    assert val["val/emb_std"] < 0.1  # what the SIGReg run above keeps above 0.25
 
 
 def test_resume_after_interruption_continues_from_saved_step(dot_dataset, tmp_path, monkeypatch):

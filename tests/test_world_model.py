@@ -86,7 +86,7 @@ def test_surprise_is_per_step_prediction_error(model):
     s = model.surprise(px, act)
     assert s.shape == (2, 3) and (s >= 0).all()
     emb = model.encode(px)
-    expected = (model.predict(emb[:, :-1], act) - emb[:, 1:]).pow(2).mean(-1)
+    expected = (model.predict(emb[:, :-1], act) - emb[:, 1:]).pow(2).sum(-1)
     torch.testing.assert_close(s, expected)
 
 
