@@ -159,7 +159,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     extra = {name: baseline_factory(name, env_id, kwargs, cfg, seconds[name]) for name in cfg.baselines}
     ecfg = EvalConfig(checkpoint=cfg.checkpoint, data=cfg.data, env_id=cfg.env_id, episodes=cfg.episodes,
                       seeds=cfg.seeds, goal_offset=cfg.goal_offset, budget=cfg.budget, device=cfg.device,
-                      planner=cfg.planner, progress=cfg.progress)
+                      planner=cfg.planner)
     on_seed = (lambda row, seed, rate: print(f"seed {seed}: {row} {100 * rate:.0f}%", file=sys.stderr)) \
         if cfg.progress else None
     report = evaluate(ecfg, on_seed=on_seed, extra=extra)

@@ -107,8 +107,9 @@ class LeWMAgent:
         self.action_high = np.asarray(meta.action_high, np.float32)
         # Action-space bounds in normalized block coordinates: CEM samples are clipped to them.
         fs = self.cfg.frameskip
-        self._low_n = torch.tensor(np.tile((self.action_low - self.action_mean) / self.action_std, fs), device=self.device)
-        self._high_n = torch.tensor(np.tile((self.action_high - self.action_mean) / self.action_std, fs), device=self.device)
+        low_n, high_n = ((b - self.action_mean) / self.action_std for b in (self.action_low, self.action_high))
+        self._low_n = torch.tensor(np.tile(low_n, fs), device=self.device)    # (A,)
+        self._high_n = torch.tensor(np.tile(high_n, fs), device=self.device)
         self._envs: list[_SubEnv] = []
         self._shape: tuple[int, ...] | None = None
         self.solve_seconds: deque[float] = deque(maxlen=10_000)  # wall time of each batched plan

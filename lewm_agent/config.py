@@ -99,7 +99,8 @@ class PlannerConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"PlannerConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.num_elites > self.num_samples:
-            raise ValueError(f"PlannerConfig.num_elites ({self.num_elites}) must be <= num_samples ({self.num_samples})")
+            raise ValueError(
+                f"PlannerConfig.num_elites ({self.num_elites}) must be <= num_samples ({self.num_samples})")
         if self.receding_horizon > self.horizon:
             raise ValueError(
                 f"PlannerConfig.receding_horizon ({self.receding_horizon}) must be <= horizon ({self.horizon})")

@@ -42,7 +42,6 @@ class EvalConfig:
     precision: str = "auto"
     planner: dict[str, Any] = field(default_factory=dict)   # PlannerConfig overrides
     baselines: bool = True               # random and replay rows
-    progress: bool = True
     video: str | None = None             # folder for MP4s of the agent's first pairs of each seed
     video_episodes: int = 2              # pairs filmed per seed
 

@@ -222,9 +222,10 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
     norm_actions = ((actions - mean) / std).astype(np.float32)
     low = rf.attr("action_low", [-1.0] * rf.action_dim)
     high = rf.attr("action_high", [1.0] * rf.action_dim)
-    meta = CheckpointMeta(model_cfg, mean, std, low, high, planner_cfg, env_id=rf.env_id, env_kwargs=rf.env_kwargs,
-                          training={"command": command or "", "hardware": _hardware(device), "data_episodes": rf.num_episodes,
-                                    "data_frames": rf.num_frames, "train_config": dataclasses.asdict(cfg)})
+    training = {"command": command or "", "hardware": _hardware(device), "data_episodes": rf.num_episodes,
+                "data_frames": rf.num_frames, "train_config": dataclasses.asdict(cfg)}
+    meta = CheckpointMeta(model_cfg, mean, std, low, high, planner_cfg, env_id=rf.env_id,
+                          env_kwargs=rf.env_kwargs, training=training)
 
     mode = cfg.data_mode
     if mode == "auto":
@@ -282,8 +283,9 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
             bar.update(1)
             if step % cfg.log_interval == 0 or step == cfg.steps:
                 now = time.perf_counter()
+                emb_std = float(emb.detach().float().std(0).mean())
                 row = {"step": step, "train/loss": float(loss.detach()), "train/pred_loss": float(p_loss.detach()),
-                       "train/sigreg_loss": float(s_loss.detach()), "train/emb_std": float(emb.detach().float().std(0).mean()),
+                       "train/sigreg_loss": float(s_loss.detach()), "train/emb_std": emb_std,
                        "train/grad_norm": float(grad_norm), "lr": lr_at(step - 1, cfg),
                        "samples_per_s": (step - step_last) * cfg.batch_size / (now - t_last)}
                 t_last, step_last = now, step
