@@ -256,14 +256,16 @@ class LeWMAgent:
         # (e.g. 50 envs x 300 samples) ran 1.5x slower per env than chunks that stay in cache.
         step = n if self.device.type != "cpu" else max(1, CPU_CHUNK // self.planner_cfg.num_samples)
 
+        frames_costed = slice(-1, None) if self.planner_cfg.cost == "final" else slice(None)
+
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:  # (n, S, H, A) -> (n, S)
             z = []
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
                 for i in range(0, n, step):
                     acts = actions[i:i + step]
                     past = None if ctx_act is None else ctx_act[i:i + step]
-                    z.append(self.model.rollout(ctx[i:i + step], acts, past)[:, :, -1])  # (n', S, D) last frame
-            return (torch.cat(z).float() - goal_emb[:, None]).pow(2).sum(-1)
+                    z.append(self.model.rollout(ctx[i:i + step], acts, past)[:, :, frames_costed])  # (n', S, H', D)
+            return (torch.cat(z).float() - goal_emb[:, None, None]).pow(2).sum(-1).amin(-1)
 
         init_t = None if init is None else torch.from_numpy(init).to(self.device)
         plan = self.planner.plan(cost_fn, n, init_t, self._low_n, self._high_n)

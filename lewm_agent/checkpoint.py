@@ -10,6 +10,7 @@ temporary name and renamed, so a crash never leaves a half-written file behind.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: 
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # safetensors creates 0600 files; weights are meant to be shared
     os.replace(tmp, path)
 
 
@@ -150,3 +152,31 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
                          f"shape mismatch {wrong[:5]}")
     model.load_state_dict({k: tensors[k].to(v.dtype) for k, v in expected.items()})
     return model.to(device).eval(), meta
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """Hash of the weights file: ties a reported result to exactly the files it was measured on."""
+    digest = hashlib.sha256()
+    with open(Path(path) / WEIGHTS, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_card_section(path: str | os.PathLike, name: str, text: str) -> Path:
+    """Put `text` into the model card as section `name`, replacing that section from an earlier run.
+
+    The section sits between HTML comment markers, so a rerun (e.g. of `lewm eval --card`)
+    rewrites its own numbers and leaves the rest of the card as it was.
+    """
+    card = Path(path) / CARD
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    old = card.read_text() if card.is_file() else ""
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + block + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip() + ("\n\n" if old else "") + block + "\n"
+    atomic_write_bytes(card, new.encode())
+    return card

@@ -22,7 +22,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a run)")
     p.add_argument("--preset", default=defaults["preset"], choices=sorted(PRESETS))
     for name in ("steps", "batch_size", "warmup_steps", "val_windows", "eval_interval", "ckpt_interval",
-                 "log_interval", "seed", "workers", "num_projections", "knots"):
+                 "log_interval", "seed", "workers", "num_projections", "knots", "bn_batches"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name])
     for name in ("lr", "weight_decay", "grad_clip", "sigreg_weight", "val_fraction"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=defaults[name])
@@ -42,7 +42,7 @@ def _train(a: argparse.Namespace) -> int:
     kwargs = {k: v for k, v in vars(a).items() if k in fields}
     overrides = _json_arg("--model", a.model)
     cfg = TrainConfig(**kwargs, progress=not a.no_progress)
-    out = train(cfg, overrides, command="lewm " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+    out = train(cfg, overrides, command=a.command_line,
                 planner=_json_arg("--planner", a.planner))
     print(f"checkpoint: {out}")
     return 0
@@ -80,7 +80,8 @@ def _collect(a: argparse.Namespace) -> int:
         env_kwargs["image_size"] = a.image_size
     cfg = CollectConfig(env_id=a.env_id, episodes=a.episodes, out=a.out, workers=a.workers, seed=a.seed,
                         env_kwargs=env_kwargs, expert_kwargs=_json_arg("--expert-kwargs", a.expert_kwargs),
-                        max_steps=a.max_steps, overwrite=a.overwrite, progress=not a.no_progress)
+                        max_steps=a.max_steps, overwrite=a.overwrite, progress=not a.no_progress,
+                        command=a.command_line)
     summary = collect(cfg)
     print_summary(summary, a.out)
     return 130 if summary["interrupted"] else 0
@@ -107,8 +108,12 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-beta", type=float, default=None,
                    help="planner: sampling noise colour along time (0 white, 2 smooth)")
     p.add_argument("--warm-start", type=int, choices=[0, 1], default=None, help="planner: reuse the previous plan")
+    p.add_argument("--cost", choices=["final", "min"], default=None,
+                   help="planner: goal distance of the final predicted frame (paper) or the min over the horizon")
     p.add_argument("--no-baselines", action="store_true", help="skip the random and replay rows")
     p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
+    p.add_argument("--card", action="store_true",
+                   help="write eval.json into the checkpoint folder and the table into its model card")
     p.add_argument("--video", default=None, metavar="DIR", help="MP4s of the agent's first pairs of each seed")
     p.add_argument("--video-episodes", type=int, default=2, metavar="K", help="pairs filmed per seed")
 
@@ -116,8 +121,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def _eval(a: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .checkpoint import write_card_section
     from .evaluate import EvalConfig, evaluate, markdown
-    planner = {k: getattr(a, k) for k in (*PLANNER_INT_FLAGS, "std", "noise_beta") if getattr(a, k) is not None}
+    planner = {k: getattr(a, k) for k in (*PLANNER_INT_FLAGS, "std", "noise_beta", "cost") if getattr(a, k) is not None}
     if a.warm_start is not None:
         planner["warm_start"] = bool(a.warm_start)
     cfg = EvalConfig(checkpoint=a.checkpoint, data=a.data, env_id=a.env_id, episodes=a.episodes,
@@ -133,6 +139,9 @@ def _eval(a: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
         (out / "eval.md").write_text(table)
+    if a.card:
+        (Path(a.checkpoint) / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_card_section(a.checkpoint, "eval", f"## Evaluation\n\n`{a.command_line}`\n\n{table}")
     for path in report.get("videos", []):
         print(f"video: {path}", file=sys.stderr)
     return 0
@@ -155,42 +164,61 @@ def _plot(a: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------- demo
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo", help="folder for the dataset, checkpoint and report")
-    p.add_argument("--episodes", type=int, default=400, help="Two-Room episodes to collect")
-    p.add_argument("--steps", type=int, default=1500, help="training steps")
-    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--out", default="runs/demo", help="folder for the data, videos and report")
+    p.add_argument("--checkpoint", default="checkpoints/two_room", help="shipped checkpoint to evaluate")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="Two-Room episodes to collect (default 200 to draw pairs from; 400 with --train)")
+    p.add_argument("--eval-episodes", type=int, default=50, help="start/goal pairs")
+    p.add_argument("--video-episodes", type=int, default=2, help="pairs filmed (0: no video)")
+    p.add_argument("--train", action="store_true",
+                   help="instead: collect 400 episodes, train the `tiny` preset from scratch, evaluate it")
+    p.add_argument("--steps", type=int, default=1500, help="training steps (with --train)")
 
 
 def _demo(a: argparse.Namespace) -> int:
-    """collect -> train -> eval on Two-Room with the CPU-sized `tiny` preset (a few minutes on 2 cores)."""
+    """Plan with the shipped Two-Room model towards goals of never-seen episodes (or train one first)."""
     from pathlib import Path
 
     from .collect import CollectConfig, collect, print_summary
     from .evaluate import EvalConfig, evaluate, markdown
     from .train import TrainConfig, train
     out = Path(a.out)
-    data, ckpt = out / "two_room.h5", out / "model"
+    # Seed 1: the shipped model was trained on seed 0's episodes, so every pair here is unseen.
+    data, ckpt = out / ("two_room.h5" if a.train else "unseen.h5"), Path(a.checkpoint)
+    episodes = a.episodes or (400 if a.train else 200)
+    if not a.train and not (ckpt / "config.json").is_file():
+        raise FileNotFoundError(f"--checkpoint {ckpt}: no shipped checkpoint there (run from the repository "
+                                "root, or pass --train to train one)")
     if not data.exists():
-        print(f"[1/3] collecting {a.episodes} Two-Room episodes with the scripted expert", file=sys.stderr)
-        print_summary(collect(CollectConfig("lewm/TwoRoom-v0", a.episodes, str(data), seed=0)), str(data))
-    print(f"[2/3] training the `tiny` preset for {a.steps} steps into {ckpt}", file=sys.stderr)
-    # sigreg_weight 0.3 and coloured CEM noise: the Two-Room settings measured best for this preset
-    train(TrainConfig(data=str(data), out=str(ckpt), preset="tiny", steps=a.steps, batch_size=64, lr=3e-3,
-                      warmup_steps=100, sigreg_weight=0.3, eval_interval=500, ckpt_interval=500, log_interval=100),
-          {"image_size": 64}, command="lewm demo", planner={"noise_beta": 2.0})
-    print(f"[3/3] planning towards held-out goal images ({a.eval_episodes} pairs)", file=sys.stderr)
-    report = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(data), episodes=a.eval_episodes, seeds=(0,)))
+        print(f"[1/3] collecting {episodes} Two-Room episodes with the scripted expert", file=sys.stderr)
+        print_summary(collect(CollectConfig("lewm/TwoRoom-v0", episodes, str(data), seed=int(not a.train))),
+                      str(data))
+    if a.train:
+        ckpt = out / "model"
+        print(f"[2/3] training the `tiny` preset for {a.steps} steps into {ckpt}", file=sys.stderr)
+        # sigreg_weight 0.3 and coloured CEM noise: the Two-Room settings measured best for this preset
+        train(TrainConfig(data=str(data), out=str(ckpt), preset="tiny", steps=a.steps, batch_size=64, lr=3e-3,
+                          warmup_steps=100, sigreg_weight=0.3, eval_interval=500, ckpt_interval=500,
+                          log_interval=100), {"image_size": 64}, command=a.command_line, planner={"noise_beta": 2.0})
+    else:
+        print(f"[2/3] using the shipped model {ckpt}", file=sys.stderr)
+    print(f"[3/3] planning towards the goal images of {a.eval_episodes} pairs", file=sys.stderr)
+    video = str(out / "videos") if a.video_episodes else None
+    report = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(data), episodes=a.eval_episodes, seeds=(0,),
+                                 video=video, video_episodes=a.video_episodes))
     table = markdown(report)
     (out / "eval.md").write_text(table)
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     print(table)
+    for path in report.get("videos", []):
+        print(f"video: {path}", file=sys.stderr)
     return 0
 
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _collect),
-    "demo": ("collect, train and evaluate a small Two-Room agent on CPU", _demo_args, _demo),
+    "demo": ("plan with the shipped Two-Room model (or --train one) and film it", _demo_args, _demo),
     "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _eval),
     "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _plot),
     "train": ("fit a world model from a rollout file", _train_args, _train),
@@ -202,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name, (help_, add_args, _) in COMMANDS.items():
         add_args(sub.add_parser(name, help=help_))
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = "lewm " + shlex.join(argv)  # recorded in data files, checkpoints and cards
     try:
         return COMMANDS[args.cmd][2](args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:

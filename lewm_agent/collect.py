@@ -37,6 +37,7 @@ class CollectConfig:
     max_steps: int | None = None          # None: the env's registered max_episode_steps
     overwrite: bool = False
     progress: bool = True
+    command: str = ""                     # recorded in the file: the data recipe travels with the data
 
     def __post_init__(self) -> None:
         if self.env_id not in EXPERTS:
@@ -110,7 +111,7 @@ def _file_attrs(cfg: CollectConfig) -> dict[str, Any]:
              "collector": f"lewm_agent.collect/{type(expert).__name__}", "expert_kwargs": cfg.expert_kwargs,
              "max_episode_steps": spec_steps, "action_low": env.action_space.low.tolist(),
              "action_high": env.action_space.high.tolist(),
-             "image_size": getattr(env.unwrapped, "image_size", None)}
+             "image_size": getattr(env.unwrapped, "image_size", None), "command": cfg.command}
     env.close()
     return attrs
 

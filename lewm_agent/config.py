@@ -93,11 +93,15 @@ class PlannerConfig:
     receding_horizon: int = 5          # blocks executed before replanning
     warm_start: bool = False           # start CEM from the tail of the previous plan
     noise_beta: float = 0.0            # sampling noise colour along time: 0 white (paper), 2 smooth (iCEM)
+    cost: str = "final"                # latent distance to the goal of the "final" predicted frame (paper)
+                                       # or the "min" over the horizon's frames (reach the goal at any step)
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PlannerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.cost not in ("final", "min"):
+            raise ValueError(f"PlannerConfig.cost must be 'final' or 'min', got {self.cost!r}")
         if self.num_elites > self.num_samples:
             raise ValueError(
                 f"PlannerConfig.num_elites ({self.num_elites}) must be <= num_samples ({self.num_samples})")

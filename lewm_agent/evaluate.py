@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from .agent import LeWMAgent
-from .checkpoint import CheckpointMeta
+from .checkpoint import CheckpointMeta, weights_sha256
 from .data import split_episodes
 from .rollouts import RolloutFile
 
@@ -77,8 +77,9 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def held_out_episodes(rf: RolloutFile, meta: CheckpointMeta) -> tuple[np.ndarray, str]:
     """The checkpoint's validation episodes if `rf` is its training file, else every episode."""
     t = meta.training
+    seed = t.get("data_recipe", {}).get("seed", rf.attr("seed"))  # older checkpoints did not record it
     same = (t.get("data_episodes") == rf.num_episodes and t.get("data_frames") == rf.num_frames
-            and "train_config" in t)
+            and seed == rf.attr("seed") and "train_config" in t)
     if same:
         tc = t["train_config"]
         val = split_episodes(rf.num_episodes, tc["val_fraction"], tc["seed"]).val_episodes
@@ -251,7 +252,8 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     n_episodes = cfg.episodes * len(cfg.seeds)
     rows = {r: {**summarize(results[r], skipped), "seconds_per_episode": seconds[r] / n_episodes}
             for r in factories}
-    report = {"env_id": env_id, "checkpoint": str(cfg.checkpoint), "data": cfg.data, "held_out": held_note,
+    report = {"env_id": env_id, "checkpoint": str(cfg.checkpoint), "weights_sha256": weights_sha256(cfg.checkpoint),
+              "data": cfg.data, "held_out": held_note,
               "held_out_episodes": int(len(held)), "episodes_per_seed": cfg.episodes, "seeds": list(cfg.seeds),
               "goal_offset": cfg.goal_offset, "budget": cfg.budget, "device": str(agent.device),
               "precision": "bf16" if agent.bf16 else "fp32", "planner": agent.planner_cfg.to_dict(),

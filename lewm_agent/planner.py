@@ -79,9 +79,9 @@ class CEMPlanner:
 
         init_mean: (B, H, A) warm start (e.g. the previous plan's tail), zeros otherwise.
         low / high: bounds broadcastable to (B, S, H, A) that samples are clipped to.
-        The mean is always candidate 0, so the returned plan never gets worse than the
-        best the distribution has seen; std is the population std of the elites (0, not
-        NaN, with a single elite).
+        The mean is always candidate 0, so the current plan competes with every new sample
+        for a place among the elites; std is the population std of the elites (0, not NaN,
+        with a single elite).
         """
         cfg = self.cfg
         b, s, h, a, k = int(batch_size), cfg.num_samples, cfg.horizon, self.action_dim, cfg.num_elites

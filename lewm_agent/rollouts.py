@@ -247,7 +247,7 @@ class RolloutFile:
                 return json.loads(v)
             except json.JSONDecodeError:
                 return v
-        return v.tolist() if isinstance(v, np.ndarray) else v
+        return v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v  # plain Python: JSON-able
 
     @property
     def env_id(self) -> str | None:

@@ -63,6 +63,7 @@ class TrainConfig:
     device: str = "auto"
     data_mode: str = "auto"              # "memory", "stream", or "auto" (memory if pixels fit in 4 GiB)
     workers: int = 4                     # DataLoader workers in stream mode
+    bn_batches: int = 20                 # training batches that re-estimate BatchNorm statistics (0: off)
     weights_dtype: str = "float32"       # storage of the exported model.safetensors
     progress: bool = True
 
@@ -74,6 +75,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_interval", "ckpt_interval", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.bn_batches < 0:
+            raise ValueError(f"bn_batches: must be >= 0, got {self.bn_batches}")
         if self.batch_size < 2:
             raise ValueError("batch_size: SIGReg needs at least 2 samples per batch")
 
@@ -137,6 +140,8 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
 
+BN_BATCH_BASE = 10**12  # batch indices of the BatchNorm recalibration: never drawn by training
+
 # ------------------------------------------------------------------------ data
 def _batches(source: MemoryWindows | StreamWindows, start: int, cfg: TrainConfig,
              device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -149,6 +154,32 @@ def _batches(source: MemoryWindows | StreamWindows, start: int, cfg: TrainConfig
         prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
     for pixels, actions in loader:
         yield pixels.to(device, non_blocking=True), actions.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: WorldModel, source: MemoryWindows | StreamWindows, cfg: TrainConfig,
+                          device: torch.device) -> None:
+    """Replace the BatchNorm running statistics by exact averages over fixed training batches.
+
+    Why: the running averages (momentum 0.1) lag the weights while the learning rate is high,
+    and planning runs in eval mode. Measured on a `tiny` Two-Room run at step 3500 of 8000:
+    validation pred_loss 5.0 with the running statistics, 0.10 after this recalibration.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or cfg.bn_batches == 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for i in range(cfg.bn_batches):
+        pixels, actions = source.batch(BN_BATCH_BASE + i)  # the same batches every time, apart from training's
+        pixels, actions = pixels.to(device), actions.to(device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            model.predict(model.encode(pixels)[:, :-1], actions)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
 
 
 @torch.no_grad()
@@ -183,10 +214,18 @@ def _model_card(meta: CheckpointMeta, cfg: TrainConfig, step: int, wall: float, 
             f"(encoder {params['encoder']:,}, predictor {params['predictor']:,})\n"
             f"- trained {step} steps, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}; "
             f"wall time {wall / 60:.1f} min\n"
-            f"- data: `{cfg.data}`; env kwargs `{json.dumps(meta.env_kwargs)}`\n"
+            f"- data: `{cfg.data}`, {meta.training.get('data_episodes')} episodes, "
+            f"{meta.training.get('data_frames')} frames; env kwargs `{json.dumps(meta.env_kwargs)}`\n"
+            f"- data recipe: `{json.dumps(meta.training.get('data_recipe', {}))}`\n"
             f"- command: `{meta.training.get('command', '')}`\n"
             f"- hardware: {meta.training.get('hardware', '')}\n\n"
             f"| validation metric | value |\n|---|---|\n{rows}\n")
+
+
+def _data_recipe(rf: RolloutFile) -> dict[str, Any]:
+    """What made the training data (the file itself is not shipped): its collect command and summary."""
+    return {k: rf.attr(k) for k in ("command", "seed", "collector", "expert_kwargs", "summary")
+            if rf.attr(k) is not None}
 
 
 def _hardware(device: torch.device) -> str:
@@ -223,7 +262,7 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
     low = rf.attr("action_low", [-1.0] * rf.action_dim)
     high = rf.attr("action_high", [1.0] * rf.action_dim)
     training = {"command": command or "", "hardware": _hardware(device), "data_episodes": rf.num_episodes,
-                "data_frames": rf.num_frames, "train_config": dataclasses.asdict(cfg)}
+                "data_frames": rf.num_frames, "data_recipe": _data_recipe(rf), "train_config": dataclasses.asdict(cfg)}
     meta = CheckpointMeta(model_cfg, mean, std, low, high, planner_cfg, env_id=rf.env_id,
                           env_kwargs=rf.env_kwargs, training=training)
 
@@ -294,11 +333,15 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.set_postfix(pred=f"{row['train/pred_loss']:.4f}", sigreg=f"{row['train/sigreg_loss']:.3f}")
-            if (step % cfg.eval_interval == 0 or step == cfg.steps) and len(val_starts) >= 2:
+            validate = (step % cfg.eval_interval == 0 or step == cfg.steps) and len(val_starts) >= 2
+            save = step % cfg.ckpt_interval == 0 or step == cfg.steps
+            if validate or save:  # both see the model as the planner will: eval mode, fresh BN statistics
+                recalibrate_batchnorm(model, source, cfg, device)
+            if validate:
                 val = evaluate(model, val_source, val_starts, cfg, device)
                 log.write(json.dumps({"step": step, **val}) + "\n")
                 log.flush()
-            if step % cfg.ckpt_interval == 0 or step == cfg.steps:
+            if save:
                 checkpoint(step)
     finally:
         bar.close()

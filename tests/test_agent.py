@@ -137,3 +137,30 @@ def test_changing_batch_size_needs_reset(agent):
 def test_planner_config_is_validated():
     with pytest.raises(ValueError, match="receding_horizon"):
         PlannerConfig(horizon=3, receding_horizon=4)
+    with pytest.raises(ValueError, match="cost must be 'final' or 'min'"):
+        PlannerConfig(cost="mean")
+
+
+def test_min_cost_is_the_closest_predicted_frame(trained_checkpoint):
+    import torch
+    costs = {}
+    rng = np.random.default_rng(0)
+    context = rng.integers(0, 256, (2, 1, 32, 32, 3), dtype=np.uint8)
+    goal = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    actions = torch.from_numpy(rng.normal(size=(2, 16, 5, 10)).astype(np.float32))
+    for cost in ("final", "min"):
+        agent = LeWMAgent.from_pretrained(trained_checkpoint, device="cpu", precision="fp32", cost=cost, **FAST)
+
+        def capture(cost_fn, n, init, low, high, cost=cost):
+            costs[cost] = cost_fn(actions)
+            return torch.zeros(n, 5, 10)
+        agent.planner.plan = capture
+        agent.plan(context, goal)
+    with torch.inference_mode():
+        model = agent.model
+        emb = model.encode(torch.from_numpy(np.concatenate([context, goal[:, None]], 1)))
+        z = model.rollout(emb[:, :1], actions)                                  # (2, 16, 5, D)
+        dist = (z - emb[:, 1][:, None, None]).pow(2).sum(-1)
+    torch.testing.assert_close(costs["final"], dist[..., -1], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(costs["min"], dist.amin(-1), rtol=1e-4, atol=1e-4)
+    assert (costs["min"] < costs["final"]).any()

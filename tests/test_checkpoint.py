@@ -71,3 +71,16 @@ def test_mixed_saves_and_missing_files_are_detected(tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_card_section_is_appended_then_replaced_in_place(tmp_path):
+    from lewm_agent.checkpoint import write_card_section
+    _, _, path = make(tmp_path)
+    write_card_section(path, "eval", "## Evaluation\n\nfirst")
+    card = (path / "README.md").read_text()
+    assert card.startswith("# card\n") and "first" in card
+    (path / "README.md").write_text(card + "\nkept after\n")
+    write_card_section(path, "eval", "## Evaluation\n\nsecond")
+    card = (path / "README.md").read_text()
+    assert "first" not in card and card.count("second") == 1 and card.count("## Evaluation") == 1
+    assert card.startswith("# card\n") and card.endswith("kept after\n")

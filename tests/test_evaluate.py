@@ -92,3 +92,22 @@ def test_bad_input_gives_a_message_and_exit_status(two_room, ck, tmp_path, capsy
     with pytest.raises(ValueError, match="--episodes"):
         EvalConfig(checkpoint="x", env_id="lewm/TwoRoom-v0", episodes=0)
     assert isinstance(Pair(np.zeros(2), np.ones(2)), Pair)
+
+
+def test_eval_card_writes_the_table_into_the_model_card(two_room, ck, tmp_path):
+    import json
+    import shutil
+    folder = tmp_path / "shipped"
+    shutil.copytree(ck, folder)
+    card = (folder / "README.md").read_text()
+    assert '"seed": 0' in card and "TwoRoomExpert" in card  # the data recipe travels with the model
+    args = ["eval", "--checkpoint", str(folder), "--data", str(two_room), "--episodes", "2", "--seeds", "0",
+            "--num-samples", "8", "--num-iterations", "2", "--num-elites", "2", "--budget", "5",
+            "--goal-offset", "5", "--card"]
+    assert main(args) == 0
+    assert main(args) == 0  # a rerun replaces its section
+    card = (folder / "README.md").read_text()
+    assert card.startswith("# LeWM checkpoint") and card.count("## Evaluation") == 1
+    assert "| lewm |" in card and "--card" in card
+    report = json.loads((folder / "eval.json").read_text())
+    assert report["episodes_per_seed"] == 2 and set(report["rows"]) == {"lewm", "random", "replay"}

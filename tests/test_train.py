@@ -88,3 +88,29 @@ def test_bad_data_is_reported(dot_dataset, tmp_path):
         train(cfg(broken, tmp_path / "o2"))
     with pytest.raises(ValueError, match="preset"):
         cfg(dot_dataset, tmp_path, preset="huge")
+
+
+def test_batchnorm_statistics_are_recalibrated_to_exact_averages(dot_dataset):
+    import numpy as np
+
+    from lewm_agent import WorldModel, preset
+    from lewm_agent.data import MemoryWindows, WindowSpec
+    from lewm_agent.rollouts import RolloutFile
+    with RolloutFile(dot_dataset) as rf:
+        pixels, actions = rf.column("pixels")[:rf.num_frames], rf.column("action")[:rf.num_frames]
+    model_cfg = preset("tiny")
+    spec = WindowSpec(model_cfg.history, model_cfg.frameskip, 8, 0)
+    starts = np.arange(0, 20)
+    source = MemoryWindows(pixels, actions.astype(np.float32), starts, spec)
+    model = WorldModel(model_cfg)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms
+    seen = {id(m): [] for m in norms}
+    for m in norms:
+        m.running_mean.fill_(100.0)  # stale statistics
+        m.register_forward_hook(lambda mod, inp, out: seen[id(mod)].append(inp[0].detach()))
+    train_mod.recalibrate_batchnorm(model, source, cfg(dot_dataset, "unused", bn_batches=3), torch.device("cpu"))
+    for m in norms:
+        assert len(seen[id(m)]) == 3 and m.momentum == 0.1  # momentum restored for training
+        means = torch.stack([x.mean(0) for x in seen[id(m)]])
+        torch.testing.assert_close(m.running_mean, means.mean(0), atol=1e-5, rtol=1e-5)
