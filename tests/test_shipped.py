@@ -1,0 +1,61 @@
+"""The checkpoints shipped in checkpoints/: size limits, they load, match their env, and plan on CPU."""
+import json
+import subprocess
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the lewm/ ids)
+from lewm_agent.agent import LeWMAgent
+from lewm_agent.checkpoint import read_meta, weights_sha256
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(p for p in (ROOT / "checkpoints").glob("*/") if p.is_dir())
+MIB = 1 << 20
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_checkpoint_folder_is_within_12_mib_and_complete(folder):
+    assert folder_bytes(folder) <= 12 * MIB, f"{folder.name}: {folder_bytes(folder) / MIB:.1f} MiB > 12 MiB"
+    assert {"model.safetensors", "config.json", "README.md", "eval.json"} <= {f.name for f in folder.iterdir()}
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_reported_numbers_were_measured_on_exactly_these_weights(folder):
+    report = json.loads((folder / "eval.json").read_text())
+    assert report["weights_sha256"] == weights_sha256(folder), "eval.json is stale: rerun `lewm eval ... --card`"
+    assert report["env_id"] == read_meta(folder).env_id
+    assert len(report["seeds"]) >= 3 and report["episodes_per_seed"] >= 50
+    card = (folder / "README.md").read_text()
+    lewm = report["rows"]["lewm"]
+    assert f"| lewm | {100 * lewm['mean']:.1f} ± {100 * lewm['std']:.1f}%" in card, "model card and eval.json differ"
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_loads_matches_its_env_and_plans_one_step_on_cpu(folder):
+    meta = read_meta(folder)
+    if meta.env_id == "lewm/Cube-v0":
+        pytest.importorskip("ogbench")
+    env = gym.make(meta.env_id, **meta.env_kwargs)
+    assert env.observation_space["pixels"].shape[:2] == (meta.model.image_size,) * 2
+    assert env.action_space.shape == (meta.model.action_dim,)
+    agent = LeWMAgent.from_pretrained(folder, device="cpu", num_samples=16, num_iterations=2, num_elites=4)
+    obs, _ = env.reset(seed=0)
+    action = agent.act(obs)
+    assert action.dtype == np.float32 and env.action_space.contains(action)
+    env.close()
+
+
+def test_repository_stays_within_48_mib():
+    try:
+        files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    total = sum((ROOT / f).stat().st_size for f in files.decode().split("\0") if f and (ROOT / f).is_file())
+    assert total <= 48 * MIB, f"tracked files weigh {total / MIB:.1f} MiB > 48 MiB"
