@@ -10,6 +10,7 @@ import dataclasses
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Callable
 
 from .config import PRESETS
@@ -119,11 +120,10 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .checkpoint import write_card_section
     from .evaluate import EvalConfig, evaluate, markdown
-    planner = {k: getattr(a, k) for k in (*PLANNER_INT_FLAGS, "std", "noise_beta", "cost") if getattr(a, k) is not None}
+    names = (*PLANNER_INT_FLAGS, "std", "noise_beta", "cost")
+    planner = {k: getattr(a, k) for k in names if getattr(a, k) is not None}
     if a.warm_start is not None:
         planner["warm_start"] = bool(a.warm_start)
     cfg = EvalConfig(checkpoint=a.checkpoint, data=a.data, env_id=a.env_id, episodes=a.episodes,
@@ -135,16 +135,22 @@ def _eval(a: argparse.Namespace) -> int:
     table = markdown(report)
     print(table)
     if a.out:
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "eval.md").write_text(table)
+        _save_report(Path(a.out), report, table)
     if a.card:
-        (Path(a.checkpoint) / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+        _save_report(Path(a.checkpoint), report)
         write_card_section(a.checkpoint, "eval", f"## Evaluation\n\n`{a.command_line}`\n\n{table}")
     for path in report.get("videos", []):
         print(f"video: {path}", file=sys.stderr)
     return 0
+
+
+def _save_report(folder: Path, report: dict, table: str | None = None) -> None:
+    """eval.json (and eval.md when `table` is given) in `folder`, each written atomically."""
+    from .checkpoint import atomic_write_bytes
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / "eval.json", (json.dumps(report, indent=2) + "\n").encode())
+    if table is not None:
+        atomic_write_bytes(folder / "eval.md", table.encode())
 
 
 # -------------------------------------------------------------------- plot
@@ -177,7 +183,6 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 def _demo(a: argparse.Namespace) -> int:
     """Plan with the shipped Two-Room model towards goals of never-seen episodes (or train one first)."""
-    from pathlib import Path
 
     from .collect import CollectConfig, collect, print_summary
     from .evaluate import EvalConfig, evaluate, markdown
@@ -203,12 +208,11 @@ def _demo(a: argparse.Namespace) -> int:
     else:
         print(f"[2/3] using the shipped model {ckpt}", file=sys.stderr)
     print(f"[3/3] planning towards the goal images of {a.eval_episodes} pairs", file=sys.stderr)
-    video = str(out / "videos") if a.video_episodes else None
+    video = {"video": str(out / "videos"), "video_episodes": a.video_episodes} if a.video_episodes else {}
     report = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(data), episodes=a.eval_episodes, seeds=(0,),
-                                 video=video, video_episodes=a.video_episodes))
+                                 **video))
     table = markdown(report)
-    (out / "eval.md").write_text(table)
-    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    _save_report(out, report, table)
     print(table)
     for path in report.get("videos", []):
         print(f"video: {path}", file=sys.stderr)

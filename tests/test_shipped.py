@@ -59,3 +59,16 @@ def test_repository_stays_within_48_mib():
         pytest.skip("not a git checkout")
     total = sum((ROOT / f).stat().st_size for f in files.decode().split("\0") if f and (ROOT / f).is_file())
     assert total <= 48 * MIB, f"tracked files weigh {total / MIB:.1f} MiB > 48 MiB"
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "two_room").is_dir(), reason="no shipped Two-Room checkpoint")
+def test_demo_plans_with_the_shipped_model_on_unseen_episodes(tmp_path, capsys):
+    from lewm_agent.cli import main
+    args = ["demo", "--out", str(tmp_path), "--checkpoint", str(ROOT / "checkpoints" / "two_room"),
+            "--episodes", "12", "--eval-episodes", "2", "--video-episodes", "0"]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["held_out"].startswith("every episode") and report["episodes_per_seed"] == 2
+    assert report["rows"]["replay"]["success"] == 1.0 and "| lewm |" in capsys.readouterr().out
+    assert main(["demo", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "none")]) == 2
+    assert "no shipped checkpoint" in capsys.readouterr().err
