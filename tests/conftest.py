@@ -94,3 +94,24 @@ def trained_checkpoint(dot_dataset, tmp_path_factory):
                       warmup_steps=10, eval_interval=100, ckpt_interval=100, log_interval=10, val_windows=64,
                       num_projections=128, progress=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def two_room_data(tmp_path_factory):
+    """40 noisy-expert Two-Room episodes at 32 px: shared by the evaluation, video and SB3 tests."""
+    from lewm_agent.collect import CollectConfig, collect
+    out = tmp_path_factory.mktemp("tr") / "tr.h5"
+    collect(CollectConfig("lewm/TwoRoom-v0", 40, str(out), env_kwargs={"image_size": 32},
+                          expert_kwargs={"noise": 1.0}, progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def two_room_ck(two_room_data, tmp_path_factory):
+    """A `tiny` checkpoint trained for 30 steps on `two_room_data` (the tests need its plumbing, not skill)."""
+    from lewm_agent.train import TrainConfig, train
+    out = tmp_path_factory.mktemp("ck") / "ck"
+    train(TrainConfig(data=str(two_room_data), out=str(out), preset="tiny", steps=30, batch_size=16, lr=3e-3,
+                      warmup_steps=5, eval_interval=30, ckpt_interval=30, log_interval=10, val_fraction=0.3,
+                      val_windows=32, num_projections=64, progress=False))
+    return out

@@ -7,22 +7,14 @@ from lewm_agent.evaluate import EvalConfig, Pair, evaluate, markdown, sample_pai
 from lewm_agent.rollouts import RolloutFile
 
 
-@pytest.fixture(scope="module")
-def two_room(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tr") / "tr.h5"
-    collect(CollectConfig("lewm/TwoRoom-v0", 40, str(out), env_kwargs={"image_size": 32},
-                          expert_kwargs={"noise": 1.0}, progress=False))
-    return out
+@pytest.fixture
+def two_room(two_room_data):
+    return two_room_data
 
 
-@pytest.fixture(scope="module")
-def ck(two_room, tmp_path_factory):
-    from lewm_agent.train import TrainConfig, train
-    out = tmp_path_factory.mktemp("ck") / "ck"
-    train(TrainConfig(data=str(two_room), out=str(out), preset="tiny", steps=30, batch_size=16, lr=3e-3,
-                      warmup_steps=5, eval_interval=30, ckpt_interval=30, log_interval=10, val_fraction=0.3,
-                      val_windows=32, num_projections=64, progress=False))
-    return out
+@pytest.fixture
+def ck(two_room_ck):
+    return two_room_ck
 
 
 def test_wilson_interval():

@@ -17,7 +17,6 @@ from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from lewm_agent import LeWMAgent
-from lewm_agent.collect import CollectConfig, collect
 from lewm_agent.wrappers import GOAL_KEYS, LowDimGoalObs, PixelGoalObs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -37,22 +36,14 @@ def two_room(max_steps: int = 12) -> gym.Env:
     return gym.make("lewm/TwoRoom-v0", image_size=SIZE, max_episode_steps=max_steps)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tr") / "tr.h5"
-    collect(CollectConfig("lewm/TwoRoom-v0", 24, str(out), env_kwargs={"image_size": SIZE},
-                          expert_kwargs={"noise": 1.0}, progress=False))
-    return out
+@pytest.fixture
+def data(two_room_data):
+    return two_room_data
 
 
-@pytest.fixture(scope="module")
-def ck(data, tmp_path_factory):
-    from lewm_agent.train import TrainConfig, train
-    out = tmp_path_factory.mktemp("ck") / "ck"
-    train(TrainConfig(data=str(data), out=str(out), preset="tiny", steps=20, batch_size=16, lr=3e-3,
-                      warmup_steps=5, eval_interval=20, ckpt_interval=20, log_interval=10, val_fraction=0.3,
-                      val_windows=32, num_projections=64, progress=False))
-    return out
+@pytest.fixture
+def ck(two_room_ck):
+    return two_room_ck
 
 
 def test_evaluate_policy_runs_the_agent_on_a_dummy_vec_env(ck):

@@ -6,7 +6,6 @@ import pytest
 from conftest import DotEnv
 
 from lewm_agent.cli import main
-from lewm_agent.collect import CollectConfig, collect
 from lewm_agent.evaluate import (
     EvalConfig,
     _replay_policy,
@@ -109,22 +108,14 @@ class _NoPixels(DotEnv):
 
 
 # ------------------------------------------------------------ eval --video
-@pytest.fixture(scope="module")
-def two_room(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tr") / "tr.h5"
-    collect(CollectConfig("lewm/TwoRoom-v0", 12, str(out), env_kwargs={"image_size": 32},
-                          expert_kwargs={"noise": 1.0}, progress=False))
-    return out
+@pytest.fixture
+def two_room(two_room_data):
+    return two_room_data
 
 
-@pytest.fixture(scope="module")
-def ck(two_room, tmp_path_factory):
-    from lewm_agent.train import TrainConfig, train
-    out = tmp_path_factory.mktemp("ck") / "ck"
-    train(TrainConfig(data=str(two_room), out=str(out), preset="tiny", steps=10, batch_size=8, lr=3e-3,
-                      warmup_steps=2, eval_interval=10, ckpt_interval=10, log_interval=5, val_fraction=0.3,
-                      val_windows=8, num_projections=32, progress=False))
-    return out
+@pytest.fixture
+def ck(two_room_ck):
+    return two_room_ck
 
 
 def test_recording_hook_follows_each_pair_until_its_success(two_room):
