@@ -169,35 +169,44 @@ def _plot(a: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------- demo
+DEMO_CHECKPOINT = "checkpoints/pusht"
+
+
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for the data, videos and report")
-    p.add_argument("--checkpoint", default="checkpoints/two_room", help="shipped checkpoint to evaluate")
+    p.add_argument("--checkpoint", default=DEMO_CHECKPOINT,
+                   help="shipped checkpoint to evaluate; its env and image size come from its config.json")
     p.add_argument("--episodes", type=int, default=None,
-                   help="Two-Room episodes to collect (default 200 to draw pairs from; 400 with --train)")
+                   help="episodes to collect (default 200 to draw pairs from; 400 Two-Room episodes with --train)")
     p.add_argument("--eval-episodes", type=int, default=50, help="start/goal pairs")
     p.add_argument("--video-episodes", type=int, default=2, help="pairs filmed (0: no video)")
     p.add_argument("--train", action="store_true",
-                   help="instead: collect 400 episodes, train the `tiny` preset from scratch, evaluate it")
+                   help="instead: collect 400 Two-Room episodes, train the `tiny` preset from scratch, evaluate it")
     p.add_argument("--steps", type=int, default=1500, help="training steps (with --train)")
 
 
 def _demo(a: argparse.Namespace) -> int:
-    """Plan with the shipped Two-Room model towards goals of never-seen episodes (or train one first)."""
-
+    """Plan with a shipped model towards goals of never-seen episodes of its env (or train one first)."""
+    from .checkpoint import read_meta
     from .collect import CollectConfig, collect, print_summary
     from .evaluate import EvalConfig, evaluate, markdown
     from .train import TrainConfig, train
-    out = Path(a.out)
-    # Seed 1: the shipped model was trained on seed 0's episodes, so every pair here is unseen.
-    data, ckpt = out / ("two_room.h5" if a.train else "unseen.h5"), Path(a.checkpoint)
-    episodes = a.episodes or (400 if a.train else 200)
-    if not a.train and not (ckpt / "config.json").is_file():
+    out, ckpt = Path(a.out), Path(a.checkpoint)
+    if a.train:
+        env_id, env_kwargs = "lewm/TwoRoom-v0", {}
+    elif (ckpt / "config.json").is_file():
+        meta = read_meta(ckpt)
+        env_id, env_kwargs = meta.env_id, meta.env_kwargs
+    else:
         raise FileNotFoundError(f"--checkpoint {ckpt}: no shipped checkpoint there (run from the repository "
                                 "root, or pass --train to train one)")
+    # Seed 1: the shipped models were trained on seed 0's episodes, so every pair here is unseen.
+    data = out / f"{'train' if a.train else 'unseen'}_{env_id.split('/')[-1].lower()}.h5"
+    episodes = a.episodes or (400 if a.train else 200)
     if not data.exists():
-        print(f"[1/3] collecting {episodes} Two-Room episodes with the scripted expert", file=sys.stderr)
-        print_summary(collect(CollectConfig("lewm/TwoRoom-v0", episodes, str(data), seed=int(not a.train))),
-                      str(data))
+        print(f"[1/3] collecting {episodes} {env_id} episodes with the scripted expert", file=sys.stderr)
+        print_summary(collect(CollectConfig(env_id, episodes, str(data), seed=int(not a.train),
+                                            env_kwargs=env_kwargs)), str(data))
     if a.train:
         ckpt = out / "model"
         print(f"[2/3] training the `tiny` preset for {a.steps} steps into {ckpt}", file=sys.stderr)
@@ -206,7 +215,7 @@ def _demo(a: argparse.Namespace) -> int:
                           warmup_steps=100, sigreg_weight=0.3, eval_interval=500, ckpt_interval=500,
                           log_interval=100), {"image_size": 64}, command=a.command_line, planner={"noise_beta": 2.0})
     else:
-        print(f"[2/3] using the shipped model {ckpt}", file=sys.stderr)
+        print(f"[2/3] using the shipped model {ckpt} ({env_id})", file=sys.stderr)
     print(f"[3/3] planning towards the goal images of {a.eval_episodes} pairs", file=sys.stderr)
     video = {"video": str(out / "videos"), "video_episodes": a.video_episodes} if a.video_episodes else {}
     report = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(data), episodes=a.eval_episodes, seeds=(0,),
@@ -222,7 +231,7 @@ def _demo(a: argparse.Namespace) -> int:
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _collect),
-    "demo": ("plan with the shipped Two-Room model (or --train one) and film it", _demo_args, _demo),
+    "demo": ("plan with a shipped model (Push-T by default; or --train one) and film it", _demo_args, _demo),
     "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _eval),
     "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _plot),
     "train": ("fit a world model from a rollout file", _train_args, _train),

@@ -61,6 +61,11 @@ def test_repository_stays_within_48_mib():
     assert total <= 48 * MIB, f"tracked files weigh {total / MIB:.1f} MiB > 48 MiB"
 
 
+def test_the_readme_demo_default_is_a_shipped_push_t_checkpoint():
+    from lewm_agent.cli import DEMO_CHECKPOINT
+    assert read_meta(ROOT / DEMO_CHECKPOINT).env_id == "lewm/PushT-v0"
+
+
 @pytest.mark.skipif(not (ROOT / "checkpoints" / "two_room").is_dir(), reason="no shipped Two-Room checkpoint")
 def test_demo_plans_with_the_shipped_model_on_unseen_episodes(tmp_path, capsys):
     from lewm_agent.cli import main
