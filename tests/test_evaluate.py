@@ -7,24 +7,14 @@ from lewm_agent.evaluate import EvalConfig, Pair, evaluate, markdown, sample_pai
 from lewm_agent.rollouts import RolloutFile
 
 
-@pytest.fixture
-def two_room(two_room_data):
-    return two_room_data
-
-
-@pytest.fixture
-def ck(two_room_ck):
-    return two_room_ck
-
-
 def test_wilson_interval():
     lo, hi = wilson(45, 50)
     assert 0.78 < lo < 0.8 and 0.95 < hi < 0.97
     assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
 
 
-def test_pairs_come_from_the_given_episodes_at_the_offset_and_are_seeded(two_room):
-    with RolloutFile(two_room) as rf:
+def test_pairs_come_from_the_given_episodes_at_the_offset_and_are_seeded(two_room_data):
+    with RolloutFile(two_room_data) as rf:
         held = np.array([1, 3, 5, 7, 9, 11])
         states = rf.column("state")[:]
         pairs, skipped = sample_pairs(rf, held, 10, 25, seed=0, solved=lambda p: False)
@@ -41,8 +31,8 @@ def test_pairs_come_from_the_given_episodes_at_the_offset_and_are_seeded(two_roo
         assert [(p.episode, p.start) for p in other] != [(p.episode, p.start) for p in pairs]
 
 
-def test_already_solved_starts_are_skipped_and_counted(two_room):
-    with RolloutFile(two_room) as rf:
+def test_already_solved_starts_are_skipped_and_counted(two_room_data):
+    with RolloutFile(two_room_data) as rf:
         verdicts = iter([True, True, True] + [False] * 100)
         pairs, skipped = sample_pairs(rf, np.arange(rf.num_episodes), 5, 10, seed=0,
                                       solved=lambda p: next(verdicts))
@@ -53,31 +43,31 @@ def test_already_solved_starts_are_skipped_and_counted(two_room):
             sample_pairs(rf, np.arange(rf.num_episodes), 5, 5000, seed=0, solved=lambda p: False)
 
 
-def test_protocol_end_to_end_replay_succeeds_on_a_deterministic_env(two_room, ck):
+def test_protocol_end_to_end_replay_succeeds_on_a_deterministic_env(two_room_data, two_room_ck):
     planner = dict(num_samples=16, num_iterations=2, num_elites=4)
-    report = evaluate(EvalConfig(checkpoint=str(ck), data=str(two_room), episodes=4, seeds=(0, 1), budget=30,
-                                 goal_offset=20, planner=planner))
+    report = evaluate(EvalConfig(checkpoint=str(two_room_ck), data=str(two_room_data), episodes=4, seeds=(0, 1),
+                                 budget=30, goal_offset=20, planner=planner))
     assert report["held_out"].startswith("validation split")
     rows = report["rows"]
     assert rows["replay"]["success"] == 1.0  # replaying the recording reaches the goal frame exactly
     assert set(rows) == {"lewm", "random", "replay"} and rows["lewm"]["n"] == 8
     assert report["planning"]["solves"] >= 2 and report["planning"]["median_s_per_solve"] > 0
     assert "| replay | 100.0 ± 0.0%" in markdown(report)
-    env_report = evaluate(EvalConfig(checkpoint=str(ck), env_id="lewm/TwoRoom-v0", episodes=3, seeds=(0,),
+    env_report = evaluate(EvalConfig(checkpoint=str(two_room_ck), env_id="lewm/TwoRoom-v0", episodes=3, seeds=(0,),
                                      planner=planner, budget=10))
     assert set(env_report["rows"]) == {"lewm", "random"}
 
 
-def test_bad_input_gives_a_message_and_exit_status(two_room, ck, tmp_path, capsys):
-    assert main(["eval", "--checkpoint", str(tmp_path / "none"), "--data", str(two_room)]) == 2
+def test_bad_input_gives_a_message_and_exit_status(two_room_data, two_room_ck, tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(tmp_path / "none"), "--data", str(two_room_data)]) == 2
     assert "config.json" in capsys.readouterr().err
-    assert main(["eval", "--checkpoint", str(ck), "--env", "lewm/PushT-v0"]) == 2
+    assert main(["eval", "--checkpoint", str(two_room_ck), "--env", "lewm/PushT-v0"]) == 2
     assert "trained on lewm/TwoRoom-v0, not lewm/PushT-v0" in capsys.readouterr().err
-    assert main(["eval", "--checkpoint", str(ck), "--env", "lewm/Nope-v0"]) == 2
+    assert main(["eval", "--checkpoint", str(two_room_ck), "--env", "lewm/Nope-v0"]) == 2
     assert "unknown env id" in capsys.readouterr().err
     other = tmp_path / "tr96.h5"
     collect(CollectConfig("lewm/TwoRoom-v0", 3, str(other), env_kwargs={"image_size": 48}, progress=False))
-    assert main(["eval", "--checkpoint", str(ck), "--data", str(other)]) == 2
+    assert main(["eval", "--checkpoint", str(two_room_ck), "--data", str(other)]) == 2
     assert "the data is 48 px but the checkpoint was trained on 32 px" in capsys.readouterr().err
     with pytest.raises(ValueError, match="exactly one"):
         EvalConfig(checkpoint="x")
@@ -86,14 +76,14 @@ def test_bad_input_gives_a_message_and_exit_status(two_room, ck, tmp_path, capsy
     assert isinstance(Pair(np.zeros(2), np.ones(2)), Pair)
 
 
-def test_eval_card_writes_the_table_into_the_model_card(two_room, ck, tmp_path):
+def test_eval_card_writes_the_table_into_the_model_card(two_room_data, two_room_ck, tmp_path):
     import json
     import shutil
     folder = tmp_path / "shipped"
-    shutil.copytree(ck, folder)
+    shutil.copytree(two_room_ck, folder)
     card = (folder / "README.md").read_text()
     assert '"seed": 0' in card and "TwoRoomExpert" in card  # the data recipe travels with the model
-    args = ["eval", "--checkpoint", str(folder), "--data", str(two_room), "--episodes", "2", "--seeds", "0",
+    args = ["eval", "--checkpoint", str(folder), "--data", str(two_room_data), "--episodes", "2", "--seeds", "0",
             "--num-samples", "8", "--num-iterations", "2", "--num-elites", "2", "--budget", "5",
             "--goal-offset", "5", "--card"]
     assert main(args) == 0

@@ -36,18 +36,8 @@ def two_room(max_steps: int = 12) -> gym.Env:
     return gym.make("lewm/TwoRoom-v0", image_size=SIZE, max_episode_steps=max_steps)
 
 
-@pytest.fixture
-def data(two_room_data):
-    return two_room_data
-
-
-@pytest.fixture
-def ck(two_room_ck):
-    return two_room_ck
-
-
-def test_evaluate_policy_runs_the_agent_on_a_dummy_vec_env(ck):
-    agent = LeWMAgent.from_pretrained(ck, "cpu", **PLANNER)
+def test_evaluate_policy_runs_the_agent_on_a_dummy_vec_env(two_room_ck):
+    agent = LeWMAgent.from_pretrained(two_room_ck, "cpu", **PLANNER)
     resets = []
     reset = agent.reset
     agent.reset = lambda indices=None: (resets.append(None if indices is None else set(np.atleast_1d(indices))),
@@ -67,7 +57,7 @@ def test_evaluate_policy_runs_the_agent_on_a_dummy_vec_env(ck):
     assert set().union(*(r for r in resets[1:] if r)) == {0, 1}
 
 
-def test_low_dim_wrapper_is_a_goal_env_her_accepts(ck):
+def test_low_dim_wrapper_is_a_goal_env_her_accepts(two_room_ck):
     env = LowDimGoalObs(two_room())
     assert set(env.observation_space.spaces) == set(GOAL_KEYS)
     check_env(env, warn=False)  # includes the GoalEnv check of the vectorised compute_reward
@@ -131,10 +121,10 @@ def _drop_goal(env: gym.Env) -> gym.Env:
     return gym.wrappers.FilterObservation(env, keys)
 
 
-def test_compare_trains_baselines_and_reports_them_beside_lewm(ck, data, tmp_path, capsys):
+def test_compare_trains_baselines_and_reports_them_beside_lewm(two_room_ck, two_room_data, tmp_path, capsys):
     compare = load_example("compare_sb3")
-    cfg = compare.CompareConfig(checkpoint=str(ck), data=str(data), timesteps=200, episodes=3, seeds=(0, 1),
-                                goal_offset=10, budget=10, train_episode_steps=20, device="cpu",
+    cfg = compare.CompareConfig(checkpoint=str(two_room_ck), data=str(two_room_data), timesteps=200, episodes=3,
+                                seeds=(0, 1), goal_offset=10, budget=10, train_episode_steps=20, device="cpu",
                                 planner=PLANNER, progress=False)
     report = compare.compare(cfg)
     rows = report["rows"]
@@ -149,22 +139,22 @@ def test_compare_trains_baselines_and_reports_them_beside_lewm(ck, data, tmp_pat
     assert "| sac_her |" in table and "200 env steps x 2 seeds" in table
 
     out = tmp_path / "cmp"
-    assert compare.main(["--checkpoint", str(ck), "--data", str(data), "--timesteps", "100", "--episodes", "2",
-                         "--seeds", "0", "--budget", "5", "--goal-offset", "10", "--baselines", "sac_her",
-                         "--train-episode-steps", "20", "--num-samples", "16", "--num-iterations", "2",
-                         "--num-elites", "4", "--device", "cpu", "--out", str(out)]) == 0
+    assert compare.main(["--checkpoint", str(two_room_ck), "--data", str(two_room_data), "--timesteps", "100",
+                         "--episodes", "2", "--seeds", "0", "--budget", "5", "--goal-offset", "10",
+                         "--baselines", "sac_her", "--train-episode-steps", "20", "--num-samples", "16",
+                         "--num-iterations", "2", "--num-elites", "4", "--device", "cpu", "--out", str(out)]) == 0
     saved = json.loads((out / "compare.json").read_text())
     assert list(saved["rows"]) == ["lewm", "random", "replay", "sac_her"]
     assert "| sac_her |" in (out / "compare.md").read_text()
-    assert compare.main(["--checkpoint", str(ck), "--data", str(data), "--timesteps", "0"]) == 2
-    assert compare.main(["--checkpoint", str(ck), "--data", str(data), "--baselines", "dqn"]) == 2
+    assert compare.main(["--checkpoint", str(two_room_ck), "--data", str(two_room_data), "--timesteps", "0"]) == 2
+    assert compare.main(["--checkpoint", str(two_room_ck), "--data", str(two_room_data), "--baselines", "dqn"]) == 2
     err = capsys.readouterr().err
     assert "--timesteps: must be >= 1" in err and "--baselines: unknown ['dqn']" in err
 
 
-def test_evaluate_example_runs_the_plain_loop_and_a_vector_env(ck, capsys):
+def test_evaluate_example_runs_the_plain_loop_and_a_vector_env(two_room_ck, capsys):
     example = load_example("evaluate")
-    agent = LeWMAgent.from_pretrained(ck, "cpu", **PLANNER)
+    agent = LeWMAgent.from_pretrained(two_room_ck, "cpu", **PLANNER)
     batch_sizes = []
     plan = agent.plan
     agent.plan = lambda context, *args: (batch_sizes.append(len(context)), plan(context, *args))[1]
@@ -174,8 +164,8 @@ def test_evaluate_example_runs_the_plain_loop_and_a_vector_env(ck, capsys):
     assert batch_sizes[0] == 2  # both sub-envs planned in one batched call
     single = example.run_single(agent, two_room(12), episodes=2, seed=0)
     assert len(single) == 2
-    assert example.main(["--checkpoint", str(ck), "--episodes", "2", "--num-envs", "2", "--max-steps", "8",
+    assert example.main(["--checkpoint", str(two_room_ck), "--episodes", "2", "--num-envs", "2", "--max-steps", "8",
                          "--num-samples", "16", "--num-iterations", "2", "--num-elites", "4", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "single env: success" in out and "vector env (2 sub-envs" in out
-    assert example.main(["--checkpoint", str(ck), "--episodes", "0"]) == 2
+    assert example.main(["--checkpoint", str(two_room_ck), "--episodes", "0"]) == 2

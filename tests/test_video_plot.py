@@ -108,18 +108,8 @@ class _NoPixels(DotEnv):
 
 
 # ------------------------------------------------------------ eval --video
-@pytest.fixture
-def two_room(two_room_data):
-    return two_room_data
-
-
-@pytest.fixture
-def ck(two_room_ck):
-    return two_room_ck
-
-
-def test_recording_hook_follows_each_pair_until_its_success(two_room):
-    with RolloutFile(two_room) as rf:
+def test_recording_hook_follows_each_pair_until_its_success(two_room_data):
+    with RolloutFile(two_room_data) as rf:
         pairs, _ = sample_pairs(rf, np.arange(rf.num_episodes), 3, 8, seed=0, solved=lambda p: False)
     envs = [make_env("lewm/TwoRoom-v0", {"image_size": 32}, 20) for _ in pairs]
     record = {0: [], 2: []}
@@ -131,14 +121,14 @@ def test_recording_hook_follows_each_pair_until_its_success(two_room):
         assert snaps[0].pixels.shape == (32, 32, 3) and np.array_equal(snaps[0].goal, snaps[-1].goal)
 
 
-def test_eval_video_writes_the_first_pairs_of_each_seed(two_room, ck, tmp_path, capsys):
+def test_eval_video_writes_the_first_pairs_of_each_seed(two_room_data, two_room_ck, tmp_path, capsys):
     vids = tmp_path / "vids"
     vids.mkdir()
     stale = [vids / "TwoRoom-v0_seed0_pair0_success.mp4", vids / "TwoRoom-v0_seed0_pair0_fail.mp4"]
     for p in stale:
         p.write_bytes(b"old run")
-    args = ["eval", "--checkpoint", str(ck), "--data", str(two_room), "--episodes", "3", "--seeds", "0", "1",
-            "--goal-offset", "5", "--budget", "6", "--num-samples", "8", "--num-iterations", "1",
+    args = ["eval", "--checkpoint", str(two_room_ck), "--data", str(two_room_data), "--episodes", "3",
+            "--seeds", "0", "1", "--goal-offset", "5", "--budget", "6", "--num-samples", "8", "--num-iterations", "1",
             "--num-elites", "2", "--video", str(vids), "--video-episodes", "2", "--out", str(tmp_path / "ev")]
     assert main(args) == 0
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
@@ -158,10 +148,10 @@ def test_eval_video_writes_the_first_pairs_of_each_seed(two_room, ck, tmp_path, 
     assert "--video-episodes: must be >= 1" in capsys.readouterr().err
 
 
-def test_eval_without_video_reports_no_videos(two_room, ck):
-    report = evaluate(EvalConfig(checkpoint=str(ck), data=str(two_room), episodes=2, seeds=(0,), goal_offset=5,
-                                 budget=3, baselines=False, planner={"num_samples": 8, "num_iterations": 1,
-                                                                         "num_elites": 2}))
+def test_eval_without_video_reports_no_videos(two_room_data, two_room_ck):
+    report = evaluate(EvalConfig(checkpoint=str(two_room_ck), data=str(two_room_data), episodes=2, seeds=(0,),
+                                 goal_offset=5, budget=3, baselines=False,
+                                 planner={"num_samples": 8, "num_iterations": 1, "num_elites": 2}))
     assert "videos" not in report and report["rows"]["lewm"]["n"] == 2
 
 
