@@ -73,6 +73,7 @@ _STATE_SPEC = (mujoco.mjtState.mjSTATE_TIME | mujoco.mjtState.mjSTATE_QPOS | muj
                | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
 _XYZ_CENTER = np.array([0.425, 0.0, 0.0])  # OGBench's observation normalisation
 SUCCESS_RADIUS = 0.04
+CUBE_XYZ = slice(15, 18)  # the cube's xyz in a state row: [0] time, then qpos with the cube at qpos[14:17]
 
 
 def _make_renderer(model: mujoco.MjModel, size: int, render_quality: str) -> mujoco.Renderer:
@@ -124,6 +125,8 @@ class CubeEnv(GoalPixelEnv):
                                f" != {self.state_dim}; this wrapper was written for ogbench 1.2")
         self._n_substeps = round(self._sim.control_timestep() / self._sim.physics_timestep())
         self._cube_qpos = int(model.joint("object_joint_0").qposadr[0])  # xyz then quaternion wxyz
+        if 1 + self._cube_qpos != CUBE_XYZ.start:  # pair_difficulty reads states without an env
+            raise RuntimeError(f"OGBench's cube model changed: cube qpos address {self._cube_qpos} != 14")
         self._renderer = _make_renderer(model, self.image_size, render_quality)
 
     # ------------------------------------------------------------ public helpers
@@ -211,6 +214,20 @@ class CubeEnv(GoalPixelEnv):
 
     def _sample_goal_state(self, state: np.ndarray) -> np.ndarray:
         return self.make_goal_state(state[69:72], state[72:76])  # the target drawn with the start
+
+    @staticmethod
+    def probe_quantities(state: np.ndarray, observation: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+        """Physical quantities a representation should hold, from rows of `observation` (N, 28):
+        the cube's position in metres and the gripper opening (fraction of its range)."""
+        o = np.asarray(observation, dtype=np.float64)
+        return {"cube_xyz": (o[:, 19:22] / 10.0 + (0.425, 0.0, 0.0), "m"), "gripper": (o[:, 17:18] / 3.0, "fraction")}
+
+    @staticmethod
+    def pair_difficulty(start_states: np.ndarray, goal_states: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+        """What each start/goal pair asks, from rows of `state` (N, 76): the cube's straight-line
+        travel in metres (its xyz sits at `CUBE_XYZ` of the state; checked against the model on init)."""
+        s, g = (np.asarray(x, dtype=np.float64).reshape(-1, 76) for x in (start_states, goal_states))
+        return {"cube_travel": (np.linalg.norm(g[:, CUBE_XYZ] - s[:, CUBE_XYZ], axis=1), "m")}
 
     def get_state(self) -> np.ndarray:
         state = np.empty(self.state_dim, dtype=np.float64)

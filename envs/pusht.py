@@ -209,6 +209,26 @@ class PushTEnv(GoalPixelEnv):
         dist = np.linalg.norm(a[..., :4] - d[..., :4], axis=-1)
         return (dist < SUCCESS_DIST) & (np.abs(wrap_angle(a[..., 4] - d[..., 4])) < SUCCESS_ANGLE)
 
+    @staticmethod
+    def probe_quantities(state: np.ndarray, observation: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+        """Physical quantities a representation should hold, from rows of `state` (N, 10).
+
+        The T has no rotational symmetry (only a mirror one, which a rotation cannot
+        produce), so its angle is unique on the circle: (sin, cos) removes the wrap at +-pi.
+        """
+        s = np.asarray(state, dtype=np.float64)
+        return {"agent_xy": (s[:, 0:2], "px"), "block_xy": (s[:, 2:4], "px"),
+                "block_angle": (np.stack([np.sin(s[:, 4]), np.cos(s[:, 4])], 1), "angle")}
+
+    @staticmethod
+    def pair_difficulty(start_states: np.ndarray, goal_states: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+        """What each start/goal pair asks, from rows of `state` (N, 10): the disc's and the
+        block's straight-line travel in px and the block's rotation in degrees."""
+        s, g = (np.asarray(x, dtype=np.float64).reshape(-1, 10) for x in (start_states, goal_states))
+        return {"agent_travel": (np.linalg.norm(g[:, 0:2] - s[:, 0:2], axis=1), "px"),
+                "block_travel": (np.linalg.norm(g[:, 2:4] - s[:, 2:4], axis=1), "px"),
+                "rotation": (np.degrees(np.abs(wrap_angle(g[:, 4] - s[:, 4]))), "deg")}
+
     def contact(self, state: np.ndarray | None = None) -> bool:
         """Whether the disc touches the block in `state` (default: the current state)."""
         s = self._state if state is None else np.asarray(state, dtype=np.float64)

@@ -18,6 +18,13 @@ is chosen, with hysteresis so the current push goes on while it still helps. Pha
             the goal's agent position.
 Noise for coverage: Gaussian N(0, noise^2) on each action component, and with probability
 `explore` a contact choice drawn among the good candidates instead of the best.
+
+Pace (`max_speed`): a human pushes slowly; the disc is steered toward a waypoint at most
+`max_speed` px ahead each step, so an episode lasts ~200 frames at 5-6 px/step (the pace of
+the paper's human Push-T data) instead of ~60 at full speed. Off-expert segments (`detour`):
+with probability `detour` per step the expert hands over to a random segment of 3-10 steps
+(one random direction and speed, the displacement a planner's random sample would command),
+so the data also shows what happens after actions the expert would not take.
 """
 from __future__ import annotations
 
@@ -78,17 +85,21 @@ class PushTExpert:
         gap: pre-contact clearance in px (default 6).
         push_speed: largest push step in px (the disc advances ~0.7x that per step; default 12).
         travel_scale: px of approach travel that halve a contact's score (default 150).
+        max_speed: largest waypoint distance per step in px, the pace (default None: full speed).
+        detour: probability per step of starting an off-expert random segment (default 0).
     """
 
     collect_env_kwargs: dict[str, Any] = {}
 
     def __init__(self, noise: float = 0.1, explore: float = 0.2, rotation_scale: float = 60.0,
                  pos_tol: float = 8.0, ang_tol: float = 0.15, gap: float = 6.0, push_speed: float = 12.0,
-                 travel_scale: float = 150.0):
+                 travel_scale: float = 150.0, max_speed: float | None = None, detour: float = 0.0):
         for name, v, lo, hi in (("noise", noise, 0.0, 10.0), ("explore", explore, 0.0, 1.0),
                                 ("rotation_scale", rotation_scale, 1.0, 1000.0), ("pos_tol", pos_tol, 1.0, 19.0),
                                 ("ang_tol", ang_tol, 0.01, math.pi / 9), ("gap", gap, 1.0, 50.0),
-                                ("push_speed", push_speed, 2.0, 100.0), ("travel_scale", travel_scale, 1.0, 1e4)):
+                                ("push_speed", push_speed, 2.0, 100.0), ("travel_scale", travel_scale, 1.0, 1e4),
+                                ("max_speed", 100.0 if max_speed is None else max_speed, 1.0, 100.0),
+                                ("detour", detour, 0.0, 0.5)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
                 raise ValueError(f"{name}: expected a number in [{lo}, {hi}], got {v!r}")
         self.noise, self.explore, self.rotation_scale = float(noise), float(explore), float(rotation_scale)
@@ -96,6 +107,8 @@ class PushTExpert:
         self._cand_p, self._cand_n, self._cand_e = _candidates(self.gap)
         self._betas = np.linspace(-0.6, 0.6, 5)      # push directions off the inward normal, rad
         self.travel_scale = float(travel_scale)
+        self.max_speed = None if max_speed is None else float(max_speed)
+        self.detour = float(detour)
         self._env: Any = None
         self._rng = np.random.default_rng(0)
         self._reset_episode()
@@ -111,6 +124,8 @@ class PushTExpert:
         self._last_pose = None
         self._steps = self._contacts = 0
         self._reached = False
+        self._detour_left, self._detour_action = 0, np.zeros(2)
+        self._detour_steps = 0
 
     def reset(self, env: Any, rng: np.random.Generator) -> None:
         if not isinstance(rng, np.random.Generator):
@@ -215,6 +230,14 @@ class PushTExpert:
         self._reached = self._reached or self._success(env)
         self._contacts += env.contact()
         self._steps += 1
+        if self._detour_left == 0 and self.detour > 0 and self._rng.random() < self.detour:
+            self._start_detour()
+        if self._detour_left > 0:
+            self._detour_left -= 1
+            self._detour_steps += 1
+            if self._detour_left == 0:
+                self._mode, self._contact = "approach", -1   # re-plan from wherever the segment ended
+            return self._detour_action.copy()
         agent, pose = state[:2], tuple(float(v) for v in state[2:5])
         pos_err = float(np.linalg.norm(goal[2:4] - state[2:4]))
         ang_err = abs(float(wrap_angle(goal[4] - state[4])))
@@ -227,6 +250,14 @@ class PushTExpert:
                 self._mode = "approach"
             target = self._push_target(state, goal)
         return self._action(state, target)
+
+    def _start_detour(self) -> None:
+        """A random segment: one direction and speed held for 3-10 steps."""
+        speed = self.max_speed if self.max_speed is not None else 30.0
+        phi = self._rng.uniform(-math.pi, math.pi)
+        a = self._rng.uniform(0.2, 1.5) * speed * np.array([math.cos(phi), math.sin(phi)]) / (_REACH * ACTION_SCALE)
+        self._detour_action = np.clip(a, -1.0, 1.0).astype(np.float32)
+        self._detour_left = int(self._rng.integers(3, 11))
 
     def _push_target(self, state: np.ndarray, goal: np.ndarray) -> np.ndarray:
         agent, pose = state[:2], tuple(float(v) for v in state[2:5])
@@ -282,6 +313,11 @@ class PushTExpert:
     def _action(self, state: np.ndarray, waypoint: np.ndarray) -> np.ndarray:
         """Action bringing the disc to rest at `waypoint` in two steps (full speed toward it when far)."""
         v_step = state[5:7] * 0.1
+        if self.max_speed is not None:       # the pace: never steer further than max_speed ahead
+            ahead = np.asarray(waypoint, dtype=np.float64) - state[:2]
+            dist = float(np.linalg.norm(ahead))
+            if dist > self.max_speed:
+                waypoint = state[:2] + ahead * (self.max_speed / dist)
         e = (np.asarray(waypoint, dtype=np.float64) - state[:2] - _COAST * v_step) / _REACH
         a = e / ACTION_SCALE
         a = a / max(1.0, float(np.abs(a).max()))          # keep the direction when out of range
@@ -295,4 +331,5 @@ class PushTExpert:
             raise RuntimeError("call reset(env, rng) before episode_info()")
         reached = self._reached or self._success(self._env)
         return {"expert_success": float(reached),
-                "contact_fraction": (self._contacts + self._env.contact()) / (self._steps + 1)}
+                "contact_fraction": (self._contacts + self._env.contact()) / (self._steps + 1),
+                "detour_fraction": self._detour_steps / max(1, self._steps)}

@@ -159,6 +159,18 @@ class TwoRoomEnv(GoalPixelEnv):
                 return goal
 
     # ------------------------------------------------------------ state
+    @staticmethod
+    def probe_quantities(state: np.ndarray, observation: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+        """Physical quantities a representation should hold, from rows of `state` (N, 2)."""
+        return {"agent_xy": (np.asarray(state, dtype=np.float64)[:, 0:2], "units")}
+
+    @staticmethod
+    def pair_difficulty(start_states: np.ndarray, goal_states: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+        """What each start/goal pair asks, from rows of `state` (N, 2): the straight-line
+        distance in arena px (a pair across the wall needs more: the path goes through the door)."""
+        s, g = (np.asarray(x, dtype=np.float64).reshape(-1, 2) for x in (start_states, goal_states))
+        return {"distance": (np.linalg.norm(g - s, axis=1), "px")}
+
     def get_state(self) -> np.ndarray:
         return self._pos.copy()
 

@@ -113,6 +113,9 @@ class LeWMAgent:
         self._envs: list[_SubEnv] = []
         self._shape: tuple[int, ...] | None = None
         self.solve_seconds: deque[float] = deque(maxlen=10_000)  # wall time of each batched plan
+        # Diagnostics (`lewm eval --diagnose`): a list to receive (sub-env index, predicted embedding
+        # after the executed blocks, goal embedding) per solve; None keeps planning free of the extra work.
+        self.recorder: list[tuple[int, np.ndarray, np.ndarray]] | None = None
 
     # ------------------------------------------------------------------ I/O
     @classmethod
@@ -217,25 +220,50 @@ class LeWMAgent:
     # ----------------------------------------------------------------- plan
     def _plan(self, todo: list[int]) -> None:
         # Sub-envs with the same context length share one batched plan (normally all of them).
-        by_len: dict[int, list[_SubEnv]] = {}
+        by_len: dict[int, list[int]] = {}
         for i in todo:
-            by_len.setdefault(len(self._envs[i].frames), []).append(self._envs[i])
+            by_len.setdefault(len(self._envs[i].frames), []).append(i)
         r = self.planner_cfg.receding_horizon
-        for envs in by_len.values():
+        for indices in by_len.values():
+            envs = [self._envs[i] for i in indices]
             t0 = time.perf_counter()
             plans = self._solve(envs)  # (n, H, A) normalized
             self.solve_seconds.append(time.perf_counter() - t0)
+            if self.recorder is not None:
+                self._record(indices, envs, plans[:, :r])
             for env, plan in zip(envs, plans):
                 env.queue.extend(self._denormalize(blk) for blk in plan[:r])
                 env.plan_tail = plan[r:]
 
+    @staticmethod
+    def _inputs(envs: list[_SubEnv]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The sub-envs' (context frames, goal images, context blocks) as `plan` takes them."""
+        blocks = np.stack([np.stack(e.blocks) for e in envs]) if len(envs[0].frames) > 1 else None
+        return np.stack([np.stack(e.frames) for e in envs]), np.stack([e.goal for e in envs]), blocks
+
     def _solve(self, envs: list[_SubEnv]) -> np.ndarray:
         r, a = self.planner_cfg.receding_horizon, self.cfg.action_block_dim
-        blocks = np.stack([np.stack(e.blocks) for e in envs]) if len(envs[0].frames) > 1 else None
         init = None
         if self.planner_cfg.warm_start and all(e.plan_tail is not None for e in envs):
             init = np.stack([np.concatenate([e.plan_tail, np.zeros((r, a), np.float32)]) for e in envs])
-        return self.plan(np.stack([np.stack(e.frames) for e in envs]), np.stack([e.goal for e in envs]), blocks, init)
+        return self.plan(*self._inputs(envs), init)
+
+    @torch.inference_mode()
+    def _record(self, indices: list[int], envs: list[_SubEnv], executed: np.ndarray) -> None:
+        """Diagnostics: what the model predicts at the end of the executed blocks (n, R, A), next to the goal."""
+        ctx, goal_emb, ctx_act = self._embed(*self._inputs(envs))
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):  # as the planner saw it
+            z = self.model.rollout(ctx, torch.from_numpy(executed).to(self.device)[:, None], ctx_act)[:, 0, -1]
+        self.recorder.extend(zip(indices, z.float().cpu().numpy(), goal_emb.float().cpu().numpy()))
+
+    def _embed(self, context: np.ndarray, goal: np.ndarray, context_blocks: np.ndarray | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Context embeddings (n, Tc, D), goal embeddings (n, D) and context blocks on the device."""
+        tc = context.shape[1]
+        frames = np.concatenate([context, goal[:, None]], 1)                     # (n, Tc+1, H, W, 3)
+        emb = self.model.encode(torch.from_numpy(frames).to(self.device))        # encoded once per plan
+        ctx_act = None if context_blocks is None else torch.from_numpy(context_blocks).to(self.device)
+        return emb[:, :tc], emb[:, tc], ctx_act
 
     @torch.inference_mode()
     def plan(self, context: np.ndarray, goal: np.ndarray, context_blocks: np.ndarray | None = None,
@@ -246,11 +274,8 @@ class LeWMAgent:
         goal: uint8 (n, H, W, 3); context_blocks: (n, Tc-1, A) normalized blocks executed
         between the context frames; init: (n, H, A) warm start.
         """
-        n, tc = context.shape[:2]
-        frames = np.concatenate([context, goal[:, None]], 1)                     # (n, Tc+1, H, W, 3)
-        emb = self.model.encode(torch.from_numpy(frames).to(self.device))        # encoded once per plan
-        ctx, goal_emb = emb[:, :tc], emb[:, tc]
-        ctx_act = None if context_blocks is None else torch.from_numpy(context_blocks).to(self.device)
+        n = len(context)
+        ctx, goal_emb, ctx_act = self._embed(context, goal, context_blocks)
 
         # On CPU, envs are imagined in chunks of at most CPU_CHUNK sequences: one huge batch
         # (e.g. 50 envs x 300 samples) ran 1.5x slower per env than chunks that stay in cache.

@@ -30,6 +30,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--data-mode", default="auto", choices=["auto", "memory", "stream"])
     p.add_argument("--weights-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="autocast: auto = bf16 on CUDA, fp32 elsewhere; bf16 also on CPUs with native bf16")
     p.add_argument("--model", default="{}", metavar="JSON",
                    help='ModelConfig overrides, e.g. \'{"image_size": 96}\'')
     p.add_argument("--planner", default="{}", metavar="JSON",
@@ -117,6 +119,13 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                    help="write eval.json into the checkpoint folder and the table into its model card")
     p.add_argument("--video", default=None, metavar="DIR", help="MP4s of the agent's first pairs of each seed")
     p.add_argument("--video-episodes", type=int, default=2, metavar="K", help="pairs filmed per seed")
+    p.add_argument("--diagnose", action="store_true",
+                   help="also report where planning fails: exploitation gap, open-loop error, simulator oracles (slow)")
+    p.add_argument("--diagnose-pairs", type=int, default=10, metavar="K",
+                   help="oracle planners run on the first K pairs of the first seed")
+    p.add_argument("--diagnose-windows", type=int, default=256, help="held-out windows for the open-loop error")
+    p.add_argument("--oracle-samples", type=int, default=64, help="oracle CEM samples per iteration")
+    p.add_argument("--oracle-iterations", type=int, default=3, help="oracle CEM iterations per block")
 
 
 def _eval(a: argparse.Namespace) -> int:
@@ -129,7 +138,9 @@ def _eval(a: argparse.Namespace) -> int:
     cfg = EvalConfig(checkpoint=a.checkpoint, data=a.data, env_id=a.env_id, episodes=a.episodes,
                      seeds=tuple(a.seeds), goal_offset=a.goal_offset, budget=a.budget, device=a.device,
                      precision=a.precision, planner=planner, baselines=not a.no_baselines,
-                     video=a.video, video_episodes=a.video_episodes)
+                     video=a.video, video_episodes=a.video_episodes, diagnose=a.diagnose,
+                     diagnose_pairs=a.diagnose_pairs, diagnose_windows=a.diagnose_windows,
+                     oracle_samples=a.oracle_samples, oracle_iterations=a.oracle_iterations)
     report = evaluate(cfg, on_seed=lambda row, seed, rate: print(f"seed {seed}: {row} {100 * rate:.0f}%",
                                                                   file=sys.stderr))
     table = markdown(report)
@@ -165,6 +176,39 @@ def _plot(a: argparse.Namespace) -> int:
     from .plot import plot_run
     for path in plot_run(a.run, a.eval_file, a.out):
         print(path)
+    return 0
+
+
+# ------------------------------------------------------------------- probe
+def _probe_args(p: argparse.ArgumentParser) -> None:
+    from .probe import ProbeConfig
+    defaults = {f.name: f.default for f in dataclasses.fields(ProbeConfig)}
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    p.add_argument("--data", required=True, help="rollout file of the checkpoint's env (with its state column)")
+    p.add_argument("--frames", type=int, default=defaults["frames"], help="frames sampled (default %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],
+                   help="share of episodes the probes are scored on (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="episode split seed")
+    p.add_argument("--mlp-steps", type=int, default=defaults["mlp_steps"], help="MLP probe steps (default %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="folder for probe.json and probe.md")
+    p.add_argument("--card", action="store_true", help="write probe.json and the table into the checkpoint's card")
+
+
+def _probe(a: argparse.Namespace) -> int:
+    from .checkpoint import atomic_write_bytes, write_card_section
+    from .probe import ProbeConfig, markdown, probe
+    report = probe(ProbeConfig(checkpoint=a.checkpoint, data=a.data, frames=a.frames, val_fraction=a.val_fraction,
+                               seed=a.seed, mlp_steps=a.mlp_steps, device=a.device))
+    table = markdown(report)
+    print(table)
+    for folder in ([Path(a.out)] if a.out else []) + ([Path(a.checkpoint)] if a.card else []):
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / "probe.json", (json.dumps(report, indent=2) + "\n").encode())
+    if a.out:
+        atomic_write_bytes(Path(a.out) / "probe.md", table.encode())
+    if a.card:
+        write_card_section(a.checkpoint, "probe", f"## Probes\n\n`{a.command_line}`\n\n{table}")
     return 0
 
 
@@ -233,6 +277,7 @@ COMMANDS: dict[str, Command] = {
     "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _collect),
     "demo": ("plan with a shipped model (Push-T by default; or --train one) and film it", _demo_args, _demo),
     "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _eval),
+    "probe": ("linear and MLP probes: how much physical state the latent holds", _probe_args, _probe),
     "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _plot),
     "train": ("fit a world model from a rollout file", _train_args, _train),
 }

@@ -6,7 +6,8 @@ the same episode, `budget` env steps, success if the env reports success at any 
 The same pairs are given to the agent, to a random policy and to a replay of the recorded
 actions (the reachable upper bound). Without a dataset (`env_id` mode) start and goal
 come from the env's own seeded `reset`. All episodes of a seed run in lockstep so that
-the agent plans for all of them in one batched call.
+the agent plans for all of them in one batched call. Every report says what its pairs ask
+(`pair_difficulty`); `diagnose` adds where planning fails (diagnostics.py, oracle.py).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 from .agent import LeWMAgent
 from .checkpoint import CheckpointMeta, weights_sha256
 from .data import split_episodes
+from .diagnostics import GapRecorder, diagnose, difficulty_line, markdown as diagnostics_markdown, pair_difficulty
 from .rollouts import RolloutFile
 
 Policy = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]  # (batched obs, active) -> actions
@@ -44,11 +46,17 @@ class EvalConfig:
     baselines: bool = True               # random and replay rows
     video: str | None = None             # folder for MP4s of the agent's first pairs of each seed
     video_episodes: int = 2              # pairs filmed per seed
+    diagnose: bool = False               # report where planning fails (diagnostics.py); slow
+    diagnose_pairs: int = 10             # oracle planners run on this many first pairs of the first seed
+    diagnose_windows: int = 256          # held-out windows for the open-loop prediction error
+    oracle_samples: int = 64             # the oracle CEM's samples and iterations per block
+    oracle_iterations: int = 3
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.env_id is None):
             raise ValueError("give exactly one of --data (held-out pairs) or --env (goals from env.reset)")
-        for name in ("episodes", "goal_offset", "budget", "video_episodes"):
+        for name in ("episodes", "goal_offset", "budget", "video_episodes", "diagnose_pairs", "diagnose_windows",
+                     "oracle_samples", "oracle_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
         if not self.seeds:
@@ -221,11 +229,14 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     plan_times: list[float] = []
     agent_steps = 0
     videos: list[str] = []
+    seed_pairs: list[list[Pair]] = []
+    gap = GapRecorder(agent) if cfg.diagnose else None
     for seed in cfg.seeds:
         if rf:
             pairs, skipped[seed] = sample_pairs(rf, held, cfg.episodes, cfg.goal_offset, seed, solved)
         else:
             pairs, skipped[seed] = _env_pairs(probe, cfg.episodes, seed)
+        seed_pairs.append(pairs)
         for name, factory in factories.items():
             record = ({i: [] for i in range(min(cfg.video_episodes, len(pairs)))}
                       if cfg.video and name == "lewm" else None)
@@ -234,6 +245,8 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
                 agent.planner.seed(seed)
                 n_before = len(agent.solve_seconds)
                 policy = counter = _Counter(lambda obs, active: agent.act(obs, active=active))
+                if gap is not None:
+                    policy = gap.watch(counter)
             elif name == "replay":
                 policy = _replay_policy(pairs, space.shape[0])
             else:
@@ -262,6 +275,12 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
                            "median_s_per_solve": float(np.median(times)) if len(times) else None,
                            "p95_s_per_solve": float(np.percentile(times, 95)) if len(times) else None,
                            "s_per_env_step": float(times.sum() / max(agent_steps, 1))}}
+    every = [p for pairs in seed_pairs for p in pairs]
+    report["pair_difficulty"] = pair_difficulty(probe, np.stack([p.state for p in every]),
+                                                np.stack([p.goal_state for p in every]))
+    if gap is not None:
+        report["diagnostics"] = diagnose(cfg, agent, gap, rf, held, envs, seed_pairs[0],
+                                         results["lewm"][cfg.seeds[0]])
     if cfg.video:
         report["videos"] = videos
     for env in envs:
@@ -327,4 +346,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"Planning ({report['device']}, {report['precision']}): {p['solves']} batched solves of "
                       f"{p['envs_per_solve']} envs, median {p['median_s_per_solve']:.2f} s, p95 "
                       f"{p['p95_s_per_solve']:.2f} s per solve; {1e3 * p['s_per_env_step']:.1f} ms per env step."]
+    if report.get("pair_difficulty"):
+        lines += ["", difficulty_line(report["pair_difficulty"])]
+    if "diagnostics" in report:
+        lines += ["", diagnostics_markdown(report["diagnostics"])]
     return "\n".join(lines) + "\n"

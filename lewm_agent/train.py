@@ -65,6 +65,7 @@ class TrainConfig:
     workers: int = 4                     # DataLoader workers in stream mode
     bn_batches: int = 20                 # training batches that re-estimate BatchNorm statistics (0: off)
     weights_dtype: str = "float32"       # storage of the exported model.safetensors
+    precision: str = "auto"              # autocast: "auto" (bf16 on CUDA, fp32 elsewhere), "fp32" or "bf16"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -75,10 +76,19 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_interval", "ckpt_interval", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.bn_batches < 0:
             raise ValueError(f"bn_batches: must be >= 0, got {self.bn_batches}")
         if self.batch_size < 2:
             raise ValueError("batch_size: SIGReg needs at least 2 samples per batch")
+
+
+def autocast(device: torch.device, cfg: TrainConfig) -> torch.autocast:
+    """bf16 autocast on CUDA by default; on CPU only when asked (`precision="bf16"`): CPUs with
+    native bf16 (AVX512-BF16, AMX) run small conv nets ~1.5x faster with it."""
+    enabled = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, torch.bfloat16, enabled=enabled)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -111,7 +121,9 @@ def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
         md = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     old = json.loads(md["train_config"])
-    changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE and old.get(k) != v)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # fields newer than the run
+    changed = sorted(k for k, v in dataclasses.asdict(cfg).items()
+                     if k not in RESUMABLE and old.get(k, defaults[k]) != v)
     if changed:
         raise ValueError(f"{path.parent}: a run with different settings is there ({changed}: "
                          f"{ {k: old.get(k) for k in changed} }); use another --out or the same settings")
@@ -176,7 +188,7 @@ def recalibrate_batchnorm(model: WorldModel, source: MemoryWindows | StreamWindo
     for i in range(cfg.bn_batches):
         pixels, actions = source.batch(BN_BATCH_BASE + i)  # the same batches every time, apart from training's
         pixels, actions = pixels.to(device), actions.to(device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device, cfg):
             model.predict(model.encode(pixels)[:, :-1], actions)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
@@ -194,7 +206,7 @@ def evaluate(model: WorldModel, source: MemoryWindows | StreamWindows, starts: n
     for chunk in chunks:
         pixels, actions = source.batch(0, chunk)
         pixels, actions = pixels.to(device), actions.to(device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device, cfg):
             emb = model.encode(pixels)
             pred = model.predict(emb[:, :-1], actions)
         totals["pred_loss"] += float(pred_loss(pred, emb[:, 1:])) / len(chunks)
@@ -308,7 +320,7 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             sig_gen.manual_seed(cfg.seed * 1_000_003 + step)  # fresh, reproducible directions each step
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            with autocast(device, cfg):
                 emb = model.encode(pixels)                       # (B, h+1, D)
                 pred = model.predict(emb[:, :-1], act)           # (B, h, D)
                 p_loss = pred_loss(pred, emb[:, 1:])

@@ -263,4 +263,5 @@ def test_expert_reaches_goals_with_contact():
     for _ in range(30):
         obs, *_ = env.step(expert.act(env, obs))
     info = expert.episode_info()
-    assert set(info) == {"expert_success", "contact_fraction"} and 0.0 < info["contact_fraction"] <= 1.0
+    assert set(info) == {"expert_success", "contact_fraction", "detour_fraction"}
+    assert 0.0 < info["contact_fraction"] <= 1.0 and info["detour_fraction"] == 0.0
