@@ -236,21 +236,26 @@ def _demo(a: argparse.Namespace) -> int:
     from .evaluate import EvalConfig, evaluate, markdown
     from .train import TrainConfig, train
     out, ckpt = Path(a.out), Path(a.checkpoint)
+    expert_kwargs, max_steps = {}, None
     if a.train:
         env_id, env_kwargs = "lewm/TwoRoom-v0", {}
     elif (ckpt / "config.json").is_file():
         meta = read_meta(ckpt)
         env_id, env_kwargs = meta.env_id, meta.env_kwargs
+        # Unseen episodes of the same kind as the training data: the same expert settings (e.g. pace).
+        recipe = meta.training.get("data_recipe", {})
+        expert_kwargs, max_steps = recipe.get("expert_kwargs") or {}, recipe.get("max_episode_steps")
     else:
         raise FileNotFoundError(f"--checkpoint {ckpt}: no shipped checkpoint there (run from the repository "
                                 "root, or pass --train to train one)")
     # Seed 1: the shipped models were trained on seed 0's episodes, so every pair here is unseen.
     data = out / f"{'train' if a.train else 'unseen'}_{env_id.split('/')[-1].lower()}.h5"
-    episodes = a.episodes or (400 if a.train else 200)
+    # Paced episodes are long: 60 of them hold far more than the 50 pairs needed.
+    episodes = a.episodes or (400 if a.train else 60 if expert_kwargs.get("max_speed") else 200)
     if not data.exists():
         print(f"[1/3] collecting {episodes} {env_id} episodes with the scripted expert", file=sys.stderr)
-        print_summary(collect(CollectConfig(env_id, episodes, str(data), seed=int(not a.train),
-                                            env_kwargs=env_kwargs)), str(data))
+        print_summary(collect(CollectConfig(env_id, episodes, str(data), seed=int(not a.train), env_kwargs=env_kwargs,
+                                            expert_kwargs=expert_kwargs, max_steps=max_steps)), str(data))
     if a.train:
         ckpt = out / "model"
         print(f"[2/3] training the `tiny` preset for {a.steps} steps into {ckpt}", file=sys.stderr)
