@@ -117,6 +117,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
     p.add_argument("--card", action="store_true",
                    help="write eval.json into the checkpoint folder and the table into its model card")
+    p.add_argument("--card-name", default="eval", metavar="NAME",
+                   help="with --card: NAME.json and card section NAME, e.g. a second test file (default: eval)")
     p.add_argument("--video", default=None, metavar="DIR", help="MP4s of the agent's first pairs of each seed")
     p.add_argument("--video-episodes", type=int, default=2, metavar="K", help="pairs filmed per seed")
     p.add_argument("--diagnose", action="store_true",
@@ -148,20 +150,23 @@ def _eval(a: argparse.Namespace) -> int:
     if a.out:
         _save_report(Path(a.out), report, table)
     if a.card:
-        _save_report(Path(a.checkpoint), report)
-        write_card_section(a.checkpoint, "eval", f"## Evaluation\n\n`{a.command_line}`\n\n{table}")
+        if not a.card_name.replace("_", "").isalnum():
+            raise ValueError(f"--card-name: expected letters, digits and '_', got {a.card_name!r}")
+        _save_report(Path(a.checkpoint), report, stem=a.card_name)
+        title = "Evaluation" if a.card_name == "eval" else f"Evaluation: {a.card_name.replace('_', ' ')}"
+        write_card_section(a.checkpoint, a.card_name, f"## {title}\n\n`{a.command_line}`\n\n{table}")
     for path in report.get("videos", []):
         print(f"video: {path}", file=sys.stderr)
     return 0
 
 
-def _save_report(folder: Path, report: dict, table: str | None = None) -> None:
-    """eval.json (and eval.md when `table` is given) in `folder`, each written atomically."""
+def _save_report(folder: Path, report: dict, table: str | None = None, stem: str = "eval") -> None:
+    """<stem>.json (and <stem>.md when `table` is given) in `folder`, each written atomically."""
     from .checkpoint import atomic_write_bytes
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / "eval.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(folder / f"{stem}.json", (json.dumps(report, indent=2) + "\n").encode())
     if table is not None:
-        atomic_write_bytes(folder / "eval.md", table.encode())
+        atomic_write_bytes(folder / f"{stem}.md", table.encode())
 
 
 # -------------------------------------------------------------------- plot

@@ -93,3 +93,10 @@ def test_eval_card_writes_the_table_into_the_model_card(two_room_data, two_room_
     assert "| lewm |" in card and "--card" in card
     report = json.loads((folder / "eval.json").read_text())
     assert report["episodes_per_seed"] == 2 and set(report["rows"]) == {"lewm", "random", "replay"}
+    # A second test file gets its own JSON and card section; the headline ones stay as they were.
+    assert main([*args, "--card-name", "eval_hard", "--budget", "3"]) == 0
+    card = (folder / "README.md").read_text()
+    assert card.count("## Evaluation\n") == 1 and card.count("## Evaluation: eval hard") == 1
+    assert json.loads((folder / "eval.json").read_text())["budget"] == 5
+    assert json.loads((folder / "eval_hard.json").read_text())["budget"] == 3
+    assert main([*args, "--card-name", "../x"]) == 2
