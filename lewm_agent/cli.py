@@ -25,8 +25,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     for name in ("steps", "batch_size", "warmup_steps", "val_windows", "eval_interval", "ckpt_interval",
                  "log_interval", "seed", "workers", "num_projections", "knots", "bn_batches"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name])
-    for name in ("lr", "weight_decay", "grad_clip", "sigreg_weight", "val_fraction"):
+    for name in ("lr", "weight_decay", "grad_clip", "val_fraction"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=defaults[name])
+    p.add_argument("--sigreg-weight", type=float, default=None,
+                   help="lambda, against the prediction loss summed over the latent dimensions (default: "
+                        "0.09 x latent_dim for --preset paper, the reference's 0.09 per dimension; else 0.09)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--data-mode", default="auto", choices=["auto", "memory", "stream"])
     p.add_argument("--weights-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
@@ -72,6 +75,8 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env-kwargs", default="{}", metavar="JSON", help="extra env kwargs (e.g. render settings)")
     p.add_argument("--expert-kwargs", default="{}", metavar="JSON", help='e.g. \'{"noise": 0.3}\'')
     p.add_argument("--max-steps", type=int, default=None, help="episode length (default: the env's limit)")
+    p.add_argument("--compression", default="gzip", choices=["gzip", "lzf", "none"],
+                   help="pixel compression (default gzip: smallest; none: fastest to write and read)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
@@ -84,7 +89,7 @@ def _collect(a: argparse.Namespace) -> int:
     cfg = CollectConfig(env_id=a.env_id, episodes=a.episodes, out=a.out, workers=a.workers, seed=a.seed,
                         env_kwargs=env_kwargs, expert_kwargs=_json_arg("--expert-kwargs", a.expert_kwargs),
                         max_steps=a.max_steps, overwrite=a.overwrite, progress=not a.no_progress,
-                        command=a.command_line)
+                        command=a.command_line, compression=a.compression)
     summary = collect(cfg)
     print_summary(summary, a.out)
     return 130 if summary["interrupted"] else 0

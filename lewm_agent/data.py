@@ -88,11 +88,11 @@ def _blocks(norm_actions: np.ndarray, rows: np.ndarray, spec: WindowSpec) -> np.
 class MemoryWindows:
     """Windows gathered from the whole (normalized) dataset held in memory, optionally on a device."""
 
-    def __init__(self, pixels: np.ndarray, norm_actions: np.ndarray, starts: np.ndarray, spec: WindowSpec,
-                 device: torch.device | str = "cpu"):
+    def __init__(self, pixels: np.ndarray | torch.Tensor, norm_actions: np.ndarray, starts: np.ndarray,
+                 spec: WindowSpec, device: torch.device | str = "cpu"):
         self.spec, self.starts = spec, starts
         self.device = torch.device(device)
-        self.pixels = torch.from_numpy(pixels).to(self.device)
+        self.pixels = torch.as_tensor(pixels).to(self.device)  # a tensor already there is shared, not copied
         self.actions = torch.from_numpy(np.nan_to_num(norm_actions)).to(self.device)
 
     def batch(self, step: int, starts: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -96,3 +96,14 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert main(["collect", "--env", "lewm/TwoRoom-v0", "--episodes", "1", "--out", str(tmp_path / "y.h5"),
                  "--env-kwargs", "[1]"]) == 2
     assert "--env-kwargs: expected a JSON object" in capsys.readouterr().err
+
+
+def test_uncompressed_file_holds_the_same_data(tmp_path):
+    packed, _ = run(tmp_path, episodes=2, name="gzip.h5", env_kwargs={"image_size": 32})
+    plain, _ = run(tmp_path, episodes=2, name="plain.h5", env_kwargs={"image_size": 32}, compression="none")
+    with RolloutFile(packed) as a, RolloutFile(plain) as b:
+        assert a.column("pixels").compression == "gzip" and b.column("pixels").compression is None
+        assert np.array_equal(a.column("pixels")[:], b.column("pixels")[:])
+        assert np.array_equal(a.column("state")[:], b.column("state")[:])
+    with pytest.raises(ValueError, match="--compression"):
+        CollectConfig("lewm/TwoRoom-v0", 1, str(tmp_path / "z.h5"), compression="zstd")

@@ -74,6 +74,18 @@ def test_resume_refuses_changed_settings(dot_dataset, tmp_path):
     train(cfg(dot_dataset, tmp_path / "r", steps=30))  # more steps is fine
 
 
+def test_default_lambda_is_recorded_and_the_paper_preset_gets_the_reference_scale(dot_dataset, tmp_path):
+    # The reference averages the prediction loss over D; ours sums, so its 0.09 is 0.09 * D here.
+    assert train_mod.default_sigreg_weight("paper", 192) == pytest.approx(17.28)
+    assert train_mod.default_sigreg_weight("tiny", 32) == pytest.approx(0.09)
+    train(cfg(dot_dataset, tmp_path / "d", steps=20))
+    recorded = json.loads((tmp_path / "d" / "config.json").read_text())["training"]["train_config"]
+    assert recorded["sigreg_weight"] == pytest.approx(0.09)
+    train(cfg(dot_dataset, tmp_path / "d", steps=30))  # resuming with the default again is not a change
+    with pytest.raises(ValueError, match="sigreg_weight"):
+        cfg(dot_dataset, tmp_path, sigreg_weight=-1.0)
+
+
 def test_bad_data_is_reported(dot_dataset, tmp_path):
     short = tmp_path / "short.h5"
     from conftest import write_dot_dataset
