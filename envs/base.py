@@ -26,18 +26,27 @@ import numpy as np
 
 class GoalPixelEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    env_id: str
     state_dim: int
     obs_dim: int
     goal_dim: int
     action_dim: int
 
-    def __init__(self, image_size: int = 64, render_mode: str | None = None, terminate_on_success: bool = True):
+    def __init__(self, image_size: int = 64, render_mode: str | None = None, terminate_on_success: bool = True,
+                 render_size: int | None = 256, render_goal: str = "beside"):
         if not isinstance(image_size, (int, np.integer)) or image_size < 8:
             raise ValueError(f"image_size: expected an int >= 8, got {image_size!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+        if render_size is not None and (not isinstance(render_size, (int, np.integer)) or render_size < 8):
+            raise ValueError(f"render_size: expected None (the observation's size) or an int >= 8, "
+                             f"got {render_size!r}")
+        if render_goal not in RENDER_GOAL:
+            raise ValueError(f"render_goal: expected one of {RENDER_GOAL}, got {render_goal!r}")
         self.image_size = int(image_size)
         self.render_mode = render_mode
+        self.render_size = self.image_size if render_size is None else int(render_size)
+        self.render_goal = render_goal
         self.terminate_on_success = bool(terminate_on_success)
         img = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
         goal = gym.spaces.Box(-np.inf, np.inf, (self.goal_dim,), np.float32)
@@ -99,20 +108,50 @@ class GoalPixelEnv(gym.Env):
     # ------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"options: expected a dict, got {type(options).__name__}")
         options = dict(options or {})
-        unknown = sorted(set(options) - {"state", "goal_state"})
+        unknown = sorted(set(options) - {"state", "goal_state", "goal_steps"})
         if unknown:
-            raise ValueError(f"options: unknown key(s) {unknown}; expected 'state' and/or 'goal_state'")
+            raise ValueError(f"options: unknown key(s) {unknown}; expected 'state', 'goal_state' and/or "
+                             "'goal_steps'")
+        steps = options.get("goal_steps")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+            raise ValueError(f"options['goal_steps']: expected an int >= 1, got {steps!r}")
+        if steps is not None and options.get("goal_state") is not None:
+            raise ValueError("options: give 'goal_state' or 'goal_steps', not both")
         state = (self._check_state("state", options["state"]) if options.get("state") is not None
                  else self._sample_state())
-        goal = (self._check_state("goal_state", options["goal_state"]) if options.get("goal_state") is not None
-                else self._sample_goal_state(state))
+        if steps is not None:
+            goal = self._expert_goal(state, int(steps))
+        elif options.get("goal_state") is not None:
+            goal = self._check_state("goal_state", options["goal_state"])
+        else:
+            goal = self._sample_goal_state(state)
         self._goal_state = goal.copy()
         self._goal_pixels = self.render_state(goal)
         self.set_state(state)
         obs = self._obs()
         return obs, {"is_success": bool(self._success(obs["achieved_goal"], obs["desired_goal"])),
                      **self._step_info()}
+
+    def _expert_goal(self, start: np.ndarray, steps: int) -> np.ndarray:
+        """A goal the env's scripted expert reaches from `start`: where it is after `steps` steps
+        towards a sampled goal, or later (up to 4x `steps`) while that pose would already count
+        as reached from `start` (e.g. the Push-T disc has not touched the block yet)."""
+        from .experts import make_expert  # here: the env modules must not import the experts at load
+        expert = make_expert(self.env_id)
+        self._goal_state = self._sample_goal_state(start)
+        self.set_state(start)
+        expert.reset(self, self.np_random)
+        start_goal = self._achieved_goal()
+        for t in range(4 * steps):
+            obs = {"observation": self._observation(), "achieved_goal": self._achieved_goal(),
+                   "desired_goal": self._goal_from_state(self._goal_state)}  # no pixels: nothing renders
+            self._apply_action(np.clip(np.asarray(expert.act(self, obs), np.float32), -1.0, 1.0))
+            if t + 1 >= steps and not self._success(start_goal, self._achieved_goal()):
+                break
+        return self.get_state()
 
     def step(self, action: Any):
         if self._goal_state is None:
@@ -135,4 +174,28 @@ class GoalPixelEnv(gym.Env):
         return np.asarray(ok, dtype=np.float32) - 1.0
 
     def render(self) -> np.ndarray | None:
-        return self._render_current() if self.render_mode == "rgb_array" else None
+        """With render_mode="rgb_array": the current view scaled to `render_size` px (nearest
+        neighbour: what the agent sees, only larger, so videos stay readable whatever the
+        observation size), with the goal image beside it (a white gap between), over it (blended
+        at 40%), or not at all (`render_goal` "beside" | "over" | "none")."""
+        if self.render_mode != "rgb_array":
+            return None
+        frame = _scaled(self._render_current(), self.render_size)
+        if self.render_goal == "none" or self._goal_pixels is None:
+            return frame
+        goal = _scaled(self._goal_pixels, self.render_size)
+        if self.render_goal == "over":
+            return (0.6 * frame + 0.4 * goal).round().astype(np.uint8)
+        gap = np.full((self.render_size, max(2, self.render_size // 32), 3), 255, np.uint8)
+        return np.concatenate([frame, gap, goal], axis=1)
+
+
+RENDER_GOAL = ("beside", "over", "none")
+
+
+def _scaled(img: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a square uint8 image to (size, size, 3)."""
+    if img.shape[0] == size:
+        return img
+    idx = (np.arange(size) * img.shape[0] // size).astype(np.intp)
+    return img[idx][:, idx]

@@ -84,8 +84,8 @@ def _make_renderer(model: mujoco.MjModel, size: int, render_quality: str) -> muj
         renderer = mujoco.Renderer(model, height=size, width=size)
     except (ImportError, RuntimeError, mujoco.FatalError) as err:
         backend = (f"MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}" if not _LATE_GL_DEFAULT else
-                   "mujoco was imported before envs.cube with MUJOCO_GL unset, so it picked GLFW, which "
-                   "needs a display; export MUJOCO_GL=egl or import envs first")
+                   "mujoco was imported before lewm_envs.cube with MUJOCO_GL unset, so it picked GLFW, which "
+                   "needs a display; export MUJOCO_GL=egl or import lewm_envs first")
         raise RuntimeError(f"MuJoCo could not create an OpenGL context ({backend}): {err!r}. {_GL_HELP}") from err
     renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = quality["shadows"]
     renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = quality["shadows"]
@@ -101,18 +101,20 @@ class _Sim(_OGBenchCubeEnv):
 
 
 class CubeEnv(GoalPixelEnv):
+    env_id = "lewm/Cube-v0"  # its registered id: `reset(options={"goal_steps": k})` asks its expert
     state_dim = 76
     obs_dim = 28
     goal_dim = 3
     action_dim = 5
 
     def __init__(self, image_size: int = 64, render_mode: str | None = None, terminate_on_success: bool = True,
-                 render_quality: str = "fast", camera: str = "front_pixels"):
+                 render_quality: str = "fast", camera: str = "front_pixels", render_size: int | None = 256,
+                 render_goal: str = "beside"):
         if render_quality not in RENDER_QUALITIES:
             raise ValueError(f"render_quality: expected one of {sorted(RENDER_QUALITIES)}, got {render_quality!r}")
         if camera not in CAMERAS:
             raise ValueError(f"camera: expected one of {list(CAMERAS)}, got {camera!r}")
-        super().__init__(image_size, render_mode, terminate_on_success)
+        super().__init__(image_size, render_mode, terminate_on_success, render_size, render_goal)
         self.render_quality, self.camera = render_quality, camera
         # "pixels" selects OGBench's colours for pixel tasks; visualize_info=False hides the target
         # marker and the success colouring, which would leak the goal into the current image.

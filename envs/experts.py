@@ -19,9 +19,9 @@ from typing import Any, Protocol
 import numpy as np
 
 EXPERTS = {
-    "lewm/PushT-v0": "envs.pusht_expert:PushTExpert",
-    "lewm/TwoRoom-v0": "envs.two_room_expert:TwoRoomExpert",
-    "lewm/Cube-v0": "envs.cube_expert:CubeExpert",
+    "lewm/PushT-v0": "lewm_envs.pusht_expert:PushTExpert",
+    "lewm/TwoRoom-v0": "lewm_envs.two_room_expert:TwoRoomExpert",
+    "lewm/Cube-v0": "lewm_envs.cube_expert:CubeExpert",
 }
 
 

@@ -73,17 +73,22 @@ class PushTEnv(GoalPixelEnv):
             (default (30, 120)).
         goal_rotation: largest |rotation| in rad between the start and goal block angles
             (default pi/2).
+        render_size, render_goal: what `render()` returns (default: 256 px, the goal beside);
+            see `GoalPixelEnv.render`.
     """
 
+    env_id = "lewm/PushT-v0"  # its registered id: `reset(options={"goal_steps": k})` asks its expert
     state_dim = 10
     obs_dim = 5
     goal_dim = 5
     action_dim = 2
 
     def __init__(self, image_size: int = 96, render_mode: str | None = None, terminate_on_success: bool = True,
-                 goal_shift: tuple[float, float] = (30.0, 120.0), goal_rotation: float = math.pi / 2):
+                 goal_shift: tuple[float, float] = (30.0, 120.0), goal_rotation: float = math.pi / 2,
+                 render_size: int | None = 256, render_goal: str = "beside"):
         super().__init__(image_size=image_size, render_mode=render_mode,
-                         terminate_on_success=terminate_on_success)
+                         terminate_on_success=terminate_on_success, render_size=render_size,
+                         render_goal=render_goal)
         self.goal_shift = _number_pair("goal_shift", goal_shift)
         if self.goal_shift[1] > 300:
             raise ValueError(f"goal_shift: max must be <= 300 px to fit the arena, got {goal_shift!r}")

@@ -121,17 +121,22 @@ class TwoRoomEnv(GoalPixelEnv):
         terminate_on_success: end the episode when the goal is reached (default True).
         speed: arena px moved per unit action per step (default 5.0, the task's value;
             larger values exist to test the swept collision).
+        render_size, render_goal: what `render()` returns (default: 256 px, the goal beside);
+            see `GoalPixelEnv.render`.
     """
 
+    env_id = "lewm/TwoRoom-v0"  # its registered id: `reset(options={"goal_steps": k})` asks its expert
     state_dim = 2
     obs_dim = 2
     goal_dim = 2
     action_dim = 2
 
     def __init__(self, image_size: int = 64, render_mode: str | None = None,
-                 terminate_on_success: bool = True, speed: float = 5.0):
+                 terminate_on_success: bool = True, speed: float = 5.0, render_size: int | None = 256,
+                 render_goal: str = "beside"):
         super().__init__(image_size=image_size, render_mode=render_mode,
-                         terminate_on_success=terminate_on_success)
+                         terminate_on_success=terminate_on_success, render_size=render_size,
+                         render_goal=render_goal)
         if isinstance(speed, bool) or not isinstance(speed, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(speed) or speed <= 0:
             raise ValueError(f"speed: expected a finite number > 0 (arena px per step), got {speed!r}")

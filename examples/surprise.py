@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 import lewm_agent  # noqa: F401  (registers the lewm/* envs)
-from envs.pusht import t_corners
-from envs.pusht_render import (
+from lewm_envs.pusht import t_corners
+from lewm_envs.pusht_render import (
     AGENT_RADIUS,
     T_COG,
     WALL_HI,

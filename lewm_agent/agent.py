@@ -112,7 +112,8 @@ class LeWMAgent:
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto",
                         planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
                         **planner_overrides: Any) -> "LeWMAgent":
-        """Load a checkpoint folder. Planner settings: the checkpoint's, then `planner`, then overrides."""
+        """Load a checkpoint folder or a shipped checkpoint by name ("pusht", "two_room", "cube"), from
+        any working directory. Planner settings: the checkpoint's, then `planner`, then overrides."""
         dev = resolve_device(device)
         model, meta = load_checkpoint(path, dev)
         cfg = replace(planner or meta.planner, **planner_overrides)

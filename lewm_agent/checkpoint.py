@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import os
 from dataclasses import dataclass, field
@@ -117,8 +118,34 @@ def save_checkpoint(path: str | os.PathLike, model: WorldModel, meta: Checkpoint
     return folder
 
 
-def read_meta(path: str | os.PathLike) -> CheckpointMeta:
+def shipped_checkpoints() -> dict[str, Path]:
+    """Name -> folder of the checkpoints installed with the package (`lewm_checkpoints`)."""
+    try:
+        root = Path(str(importlib.resources.files("lewm_checkpoints")))
+    except ModuleNotFoundError:  # running from a source tree that was never installed
+        root = Path(__file__).resolve().parent.parent / "checkpoints"
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / CONFIG).is_file()}
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder from a path, or from a shipped name ("pusht", "two_room", "cube").
+
+    An existing path wins, so a local folder named like a shipped checkpoint is used as given.
+    """
     folder = Path(path)
+    if folder.exists():
+        return folder
+    shipped = shipped_checkpoints()
+    if str(path) in shipped:
+        return shipped[str(path)]
+    raise FileNotFoundError(f"checkpoint {str(path)!r}: no such folder, and not a shipped checkpoint name "
+                            f"(shipped: {', '.join(shipped) or 'none installed'})")
+
+
+def read_meta(path: str | os.PathLike) -> CheckpointMeta:
+    folder = resolve_checkpoint(path)
     if not (folder / CONFIG).is_file():
         raise FileNotFoundError(f"checkpoint {folder}: no {CONFIG} (expected a folder with {WEIGHTS} and {CONFIG})")
     try:
@@ -128,8 +155,9 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[WorldModel, CheckpointMeta]:
-    """Rebuild the model (eval mode, float32, on `device`) and its metadata; validates everything."""
-    folder = Path(path)
+    """Rebuild the model (eval mode, float32, on `device`) and its metadata; validates everything.
+    `path`: a checkpoint folder or a shipped name (`shipped_checkpoints()`)."""
+    folder = resolve_checkpoint(path)
     meta = read_meta(folder)
     if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"checkpoint {folder}: no {WEIGHTS}")
@@ -157,7 +185,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
 def weights_sha256(path: str | os.PathLike) -> str:
     """Hash of the weights file: ties a reported result to exactly the files it was measured on."""
     digest = hashlib.sha256()
-    with open(Path(path) / WEIGHTS, "rb") as f:
+    with open(resolve_checkpoint(path) / WEIGHTS, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -169,7 +197,7 @@ def write_card_section(path: str | os.PathLike, name: str, text: str) -> Path:
     The section sits between HTML comment markers, so a rerun (e.g. of `lewm eval --card`)
     rewrites its own numbers and leaves the rest of the card as it was.
     """
-    card = Path(path) / CARD
+    card = resolve_checkpoint(path) / CARD
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     old = card.read_text() if card.is_file() else ""
     block = f"{begin}\n{text.rstrip()}\n{end}"

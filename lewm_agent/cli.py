@@ -15,7 +15,23 @@ from typing import Callable
 
 from .config import PRESETS
 
+CHECKPOINT_HELP = "checkpoint folder, or a shipped name: pusht, two_room, cube"
+
 # ------------------------------------------------------------------- train
+TRAIN_HELP = {
+    "steps": "optimizer steps in all", "batch_size": "training windows per step",
+    "warmup_steps": "linear learning-rate warm-up, then cosine decay to 0",
+    "val_windows": "fixed validation windows", "eval_interval": "steps between validations",
+    "ckpt_interval": "steps between checkpoints (what an interruption can lose)",
+    "log_interval": "steps between log.jsonl rows", "seed": "data split, batches, SIGReg directions",
+    "workers": "DataLoader processes in stream mode", "num_projections": "SIGReg random directions per step",
+    "knots": "SIGReg integration points on [0, 3]",
+    "bn_batches": "training batches that re-estimate BatchNorm statistics before validating and saving (0: off)",
+    "lr": "peak AdamW learning rate", "weight_decay": "AdamW weight decay", "grad_clip": "gradient-norm clip",
+    "val_fraction": "share of episodes held out for validation",
+}
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     from .train import TrainConfig
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -24,9 +40,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=defaults["preset"], choices=sorted(PRESETS))
     for name in ("steps", "batch_size", "warmup_steps", "val_windows", "eval_interval", "ckpt_interval",
                  "log_interval", "seed", "workers", "num_projections", "knots", "bn_batches"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name])
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name], help=TRAIN_HELP[name])
     for name in ("lr", "weight_decay", "grad_clip", "val_fraction"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=defaults[name])
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=defaults[name], help=TRAIN_HELP[name])
     p.add_argument("--sigreg-weight", type=float, default=None,
                    help="lambda, against the prediction loss summed over the latent dimensions (default: "
                         "0.09 x latent_dim for --preset paper, the reference's 0.09 per dimension; else 0.09)")
@@ -100,7 +116,7 @@ PLANNER_INT_FLAGS = ("num_samples", "num_iterations", "num_elites", "horizon", "
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="rollout file: start/goal pairs from its held-out episodes")
     src.add_argument("--env", dest="env_id", help="no dataset: start and goal from the env's reset")
@@ -122,6 +138,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
     p.add_argument("--card", action="store_true",
                    help="write eval.json into the checkpoint folder and the table into its model card")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--card-name", default="eval", metavar="NAME",
                    help="with --card: NAME.json and card section NAME, e.g. a second test file (default: eval)")
     p.add_argument("--video", default=None, metavar="DIR", help="MP4s of the agent's first pairs of each seed")
@@ -136,7 +153,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval(a: argparse.Namespace) -> int:
-    from .checkpoint import write_card_section
+    from .checkpoint import resolve_checkpoint, write_card_section
+    a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     from .evaluate import EvalConfig, evaluate, markdown
     names = (*PLANNER_INT_FLAGS, "std", "noise_beta", "cost")
     planner = {k: getattr(a, k) for k in names if getattr(a, k) is not None}
@@ -147,7 +165,8 @@ def _eval(a: argparse.Namespace) -> int:
                      precision=a.precision, planner=planner, baselines=not a.no_baselines,
                      video=a.video, video_episodes=a.video_episodes, diagnose=a.diagnose,
                      diagnose_pairs=a.diagnose_pairs, diagnose_windows=a.diagnose_windows,
-                     oracle_samples=a.oracle_samples, oracle_iterations=a.oracle_iterations)
+                     oracle_samples=a.oracle_samples, oracle_iterations=a.oracle_iterations,
+                     progress=not a.no_progress)
     report = evaluate(cfg, on_seed=lambda row, seed, rate: print(f"seed {seed}: {row} {100 * rate:.0f}%",
                                                                   file=sys.stderr))
     table = markdown(report)
@@ -193,7 +212,7 @@ def _plot(a: argparse.Namespace) -> int:
 def _probe_args(p: argparse.ArgumentParser) -> None:
     from .probe import ProbeConfig
     defaults = {f.name: f.default for f in dataclasses.fields(ProbeConfig)}
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--data", required=True, help="rollout file of the checkpoint's env (with its state column)")
     p.add_argument("--frames", type=int, default=defaults["frames"], help="frames sampled (default %(default)s)")
     p.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],
@@ -206,7 +225,8 @@ def _probe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _probe(a: argparse.Namespace) -> int:
-    from .checkpoint import atomic_write_bytes, write_card_section
+    from .checkpoint import atomic_write_bytes, resolve_checkpoint, write_card_section
+    a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     from .probe import ProbeConfig, markdown, probe
     report = probe(ProbeConfig(checkpoint=a.checkpoint, data=a.data, frames=a.frames, val_fraction=a.val_fraction,
                                seed=a.seed, mlp_steps=a.mlp_steps, device=a.device))
@@ -223,13 +243,14 @@ def _probe(a: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------- demo
-DEMO_CHECKPOINT = "checkpoints/pusht"
+DEMO_CHECKPOINT = "pusht"
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for the data, videos and report")
     p.add_argument("--checkpoint", default=DEMO_CHECKPOINT,
-                   help="shipped checkpoint to evaluate; its env and image size come from its config.json")
+                   help="shipped name (pusht, two_room, cube) or checkpoint folder; its env and image size "
+                        "come from its config.json")
     p.add_argument("--episodes", type=int, default=None,
                    help="episodes to collect (default 200 to draw pairs from; 400 Two-Room episodes with --train)")
     p.add_argument("--eval-episodes", type=int, default=50, help="start/goal pairs")
@@ -241,23 +262,21 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 def _demo(a: argparse.Namespace) -> int:
     """Plan with a shipped model towards goals of never-seen episodes of its env (or train one first)."""
-    from .checkpoint import read_meta
+    from .checkpoint import read_meta, resolve_checkpoint
     from .collect import CollectConfig, collect, print_summary
     from .evaluate import EvalConfig, evaluate, markdown
     from .train import TrainConfig, train
-    out, ckpt = Path(a.out), Path(a.checkpoint)
+    out = Path(a.out)
     expert_kwargs, max_steps = {}, None
     if a.train:
         env_id, env_kwargs = "lewm/TwoRoom-v0", {}
-    elif (ckpt / "config.json").is_file():
+    else:
+        ckpt = resolve_checkpoint(a.checkpoint)
         meta = read_meta(ckpt)
         env_id, env_kwargs = meta.env_id, meta.env_kwargs
         # Unseen episodes of the same kind as the training data: the same expert settings (e.g. pace).
         recipe = meta.training.get("data_recipe", {})
         expert_kwargs, max_steps = recipe.get("expert_kwargs") or {}, recipe.get("max_episode_steps")
-    else:
-        raise FileNotFoundError(f"--checkpoint {ckpt}: no shipped checkpoint there (run from the repository "
-                                "root, or pass --train to train one)")
     # Seed 1: the shipped models were trained on seed 0's episodes, so every pair here is unseen.
     data = out / f"{'train' if a.train else 'unseen'}_{env_id.split('/')[-1].lower()}.h5"
     # Paced episodes are long: 60 of them hold far more than the 50 pairs needed.
@@ -298,11 +317,24 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """Append "(default: ...)" to every option that has a default and does not show it yet."""
+    for action in p._actions:
+        if action.default in (None, False, argparse.SUPPRESS) or action.required:
+            continue
+        if "%(default)" not in (action.help or "") and "default" not in (action.help or ""):
+            action.help = f"{action.help or ''} (default: %(default)s)".strip()
+
+
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
     parser = argparse.ArgumentParser(prog="lewm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lewm_agent {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name, (help_, add_args, _) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_))
+        p = sub.add_parser(name, help=help_, description=help_)
+        add_args(p)
+        _show_defaults(p)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.command_line = "lewm " + shlex.join(argv)  # recorded in data files, checkpoints and cards

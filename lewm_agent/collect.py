@@ -17,11 +17,11 @@ from typing import Any, Iterator
 
 import gymnasium as gym
 import numpy as np
-from tqdm import tqdm
 
-import envs
-from envs.experts import EXPERTS
+import lewm_envs
+from lewm_envs.experts import EXPERTS
 
+from .progress import Progress
 from .rollouts import RolloutWriter
 
 
@@ -65,7 +65,7 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(cfg: CollectConfig, in_parent: bool = False) -> None:
     if not in_parent:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the file
-    expert = envs.make_expert(cfg.env_id, **cfg.expert_kwargs)
+    expert = lewm_envs.make_expert(cfg.env_id, **cfg.expert_kwargs)
     kwargs = {**expert.collect_env_kwargs, **cfg.env_kwargs}
     extra = {} if cfg.max_steps is None else {"max_episode_steps": cfg.max_steps}
     _WORKER.update(cfg=cfg, expert=expert, env=gym.make(cfg.env_id, **kwargs, **extra))
@@ -111,7 +111,7 @@ def _episodes(cfg: CollectConfig) -> Iterator[dict[str, Any]]:
 
 # ------------------------------------------------------------------ parent side
 def _file_attrs(cfg: CollectConfig) -> dict[str, Any]:
-    expert = envs.make_expert(cfg.env_id, **cfg.expert_kwargs)
+    expert = lewm_envs.make_expert(cfg.env_id, **cfg.expert_kwargs)
     env_kwargs = {**expert.collect_env_kwargs, **cfg.env_kwargs}
     env = gym.make(cfg.env_id, **env_kwargs)
     spec_steps = cfg.max_steps or env.spec.max_episode_steps
@@ -149,7 +149,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     frames, busy, t0 = 0, 0.0, time.perf_counter()
     codec, level = COMPRESSION[cfg.compression]
     writer = RolloutWriter(cfg.out, attrs, compression=codec, compression_opts=level, overwrite=cfg.overwrite)
-    bar = tqdm(total=cfg.episodes, disable=None if cfg.progress else True, desc=f"collect {cfg.env_id}", unit="ep")
+    bar = Progress(cfg.episodes, f"collect {cfg.env_id}", unit="ep", enabled=cfg.progress)
     try:
         for ep in _episodes(cfg):
             writer.add_episode(ep["pixels"], ep["actions"], ep["observation"], ep["state"], ep["extra"],

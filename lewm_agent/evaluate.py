@@ -24,6 +24,7 @@ from .agent import LeWMAgent
 from .checkpoint import CheckpointMeta, weights_sha256
 from .data import split_episodes
 from .diagnostics import GapRecorder, diagnose, difficulty_line, markdown as diagnostics_markdown, pair_difficulty
+from .progress import Progress
 from .rollouts import RolloutFile
 
 Policy = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]  # (batched obs, active) -> actions
@@ -51,6 +52,7 @@ class EvalConfig:
     diagnose_windows: int = 256          # held-out windows for the open-loop prediction error
     oracle_samples: int = 64             # the oracle CEM's samples and iterations per block
     oracle_iterations: int = 3
+    progress: bool = True                # progress of the agent's steps, with ETA (plain lines off a terminal)
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.env_id is None):
@@ -132,11 +134,12 @@ def sample_pairs(rf: RolloutFile, episodes: np.ndarray, n: int, offset: int, see
 
 
 def run_pairs(policy: Policy, pairs: list[Pair], envs: list[gym.Env], budget: int,
-              record: dict[int, list] | None = None) -> np.ndarray:
+              record: dict[int, list] | None = None, progress: Progress | None = None) -> np.ndarray:
     """Play every pair for `budget` steps in lockstep; returns success flags.
 
     `record[i]` (for the pair indices given as keys) receives a `video.Snapshot` after the
-    reset and after each of pair i's steps; it ends at its first success.
+    reset and after each of pair i's steps; it ends at its first success. `progress` counts
+    lockstep steps (all `budget` of them, also when every pair succeeds early).
     """
     obs = [env.reset(options={"state": p.state, "goal_state": p.goal_state})[0] for env, p in zip(envs, pairs)]
     success = np.zeros(len(pairs), bool)
@@ -156,6 +159,8 @@ def run_pairs(policy: Policy, pairs: list[Pair], envs: list[gym.Env], budget: in
             success[i] = bool(info["is_success"])
             if record and i in record:
                 snap(i, t)
+        if progress is not None:
+            progress.update(budget - t + 1 if success.all() else 1)
         if success.all():
             break
     return success
@@ -231,6 +236,7 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     videos: list[str] = []
     seed_pairs: list[list[Pair]] = []
     gap = GapRecorder(agent) if cfg.diagnose else None
+    bar = Progress(len(cfg.seeds) * cfg.budget, "eval lewm", unit="step", enabled=cfg.progress)
     for seed in cfg.seeds:
         if rf:
             pairs, skipped[seed] = sample_pairs(rf, held, cfg.episodes, cfg.goal_offset, seed, solved)
@@ -252,7 +258,8 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
             else:
                 policy = factory(seed, space)
             t0 = time.perf_counter()
-            results[name][seed] = run_pairs(policy, pairs, envs, cfg.budget, record)
+            results[name][seed] = run_pairs(policy, pairs, envs, cfg.budget, record,
+                                            bar if name == "lewm" else None)
             seconds[name] += time.perf_counter() - t0
             if record:
                 videos += _write_videos(cfg, env_id, seed, record, results[name][seed])
@@ -261,6 +268,7 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
                 agent_steps += counter.steps
             if on_seed:
                 on_seed(name, seed, float(results[name][seed].mean()))
+    bar.close()
     times = np.asarray(plan_times)
     n_episodes = cfg.episodes * len(cfg.seeds)
     rows = {r: {**summarize(results[r], skipped), "seconds_per_episode": seconds[r] / n_episodes}

@@ -24,13 +24,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from safetensors import safe_open
-from tqdm import tqdm
 
 from .agent import resolve_device
 from .checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint, save_tensors_atomic
 from .config import PRESETS, PlannerConfig, preset
 from .data import MemoryWindows, StreamWindows, WindowSpec, action_stats, split_episodes, window_starts
 from .losses import embedding_stats, pred_loss, sigreg
+from .progress import Progress
 from .rollouts import RolloutFile
 from .world_model import WorldModel
 
@@ -327,7 +327,7 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
     t_start = time.perf_counter() - wall_before  # wall time counts across resumes
     t_last, step_last = time.perf_counter(), step
     val: dict[str, float] = {}
-    bar = tqdm(total=cfg.steps, initial=step, disable=None if cfg.progress else True, desc="train", dynamic_ncols=True)
+    bar = Progress(cfg.steps, "train", unit="step", initial=step, enabled=cfg.progress)
 
     def checkpoint(at: int) -> None:
         wall = time.perf_counter() - t_start

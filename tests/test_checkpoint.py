@@ -69,8 +69,11 @@ def test_mixed_saves_and_missing_files_are_detected(tmp_path):
     (path / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
     with pytest.raises(ValueError, match="different saves"):
         load_checkpoint(path)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="no such folder, and not a shipped checkpoint name"):
         load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_checkpoint(tmp_path / "empty")
 
 
 def test_card_section_is_appended_then_replaced_in_place(tmp_path):

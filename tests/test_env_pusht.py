@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401  (registers the ids)
-from envs.pusht import AGENT_HI, AGENT_LO, PushTEnv
-from envs.pusht_expert import PushTExpert
-from envs.pusht_render import AGENT_RADIUS, coverage, t_sdf
+import lewm_envs  # noqa: F401  (registers the ids)
+from lewm_envs.pusht import AGENT_HI, AGENT_LO, PushTEnv
+from lewm_envs.pusht_expert import PushTExpert
+from lewm_envs.pusht_render import AGENT_RADIUS, coverage, t_sdf
 
 # Block at the centre, bar horizontal on top, stem pointing down (+y): the stem spans
 # x in [241, 271], y in [286, 376]; the agent starts left of the stem, at rest.
@@ -50,7 +50,7 @@ def test_check_env(render_mode):
 
 
 def test_spaces_and_render():
-    env = gym.make("lewm/PushT-v0", render_mode="rgb_array")
+    env = gym.make("lewm/PushT-v0", render_mode="rgb_array", render_size=None, render_goal="none")
     obs, info = env.reset(seed=0)
     assert obs["pixels"].shape == obs["goal"].shape == (96, 96, 3) and obs["pixels"].dtype == np.uint8
     assert obs["observation"].shape == obs["achieved_goal"].shape == obs["desired_goal"].shape == (5,)
@@ -265,3 +265,18 @@ def test_expert_reaches_goals_with_contact():
     info = expert.episode_info()
     assert set(info) == {"expert_success", "contact_fraction", "detour_fraction"}
     assert 0.0 < info["contact_fraction"] <= 1.0 and info["detour_fraction"] == 0.0
+
+
+def test_render_is_readable_whatever_the_observation_size():
+    env = gym.make("lewm/PushT-v0", image_size=64, render_mode="rgb_array")
+    obs, _ = env.reset(seed=0)
+    frame = env.render()  # default: 256 px view, a white gap, the 256 px goal
+    assert frame.shape == (256, 256 + 8 + 256, 3) and frame.dtype == np.uint8
+    assert np.array_equal(frame[::4, :256:4], obs["pixels"]) and np.array_equal(frame[::4, 264::4], obs["goal"])
+    assert (frame[:, 256:264] == 255).all()
+    over = gym.make("lewm/PushT-v0", image_size=64, render_mode="rgb_array", render_goal="over")
+    over.reset(seed=0)
+    assert over.render().shape == (256, 256, 3)
+    for bad in ({"render_goal": "under"}, {"render_size": 4}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            gym.make("lewm/PushT-v0", **bad)

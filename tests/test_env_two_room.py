@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401  (registers the ids)
-from envs import make_expert
-from envs.two_room import (
+import lewm_envs  # noqa: F401  (registers the ids)
+from lewm_envs import make_expert
+from lewm_envs.two_room import (
     AGENT_COLOR,
     ARENA,
     DOOR_Y0,
@@ -21,7 +21,7 @@ from envs.two_room import (
     in_solid,
     swept_path,
 )
-from envs.two_room_expert import TwoRoomExpert
+from lewm_envs.two_room_expert import TwoRoomExpert
 
 WALL_MID = 0.5 * (WALL_X0 + WALL_X1)
 
@@ -48,7 +48,7 @@ def test_check_env_and_registration():
     obs, info = env.reset(seed=0)
     assert obs["pixels"].shape == obs["goal"].shape == (96, 96, 3) and obs["pixels"].dtype == np.uint8
     assert obs["observation"].dtype == obs["desired_goal"].dtype == np.float32
-    assert env.render().shape == (96, 96, 3) and "is_success" in info
+    assert env.render().shape == (256, 256 + 8 + 256, 3) and "is_success" in info  # view | goal, 256 px
 
 
 def test_determinism_same_seed_same_observations():
@@ -266,3 +266,17 @@ def test_expert_bad_arguments():
             TwoRoomExpert(**kwargs)
     with pytest.raises(RuntimeError):
         TwoRoomExpert().act(TwoRoomEnv(), {})
+
+
+def test_goal_steps_poses_a_goal_the_expert_reaches():
+    env = gym.make("lewm/TwoRoom-v0", image_size=32)
+    obs, info = env.reset(seed=3, options={"goal_steps": 10})
+    start, goal = env.unwrapped.get_state(), env.unwrapped.goal_state
+    assert not info["is_success"] and 0 < np.linalg.norm(goal - start) <= 10 * 5.0 * 1.5  # 10 steps of <= 5 px
+    np.testing.assert_array_equal(obs["goal"], env.unwrapped.render_state(goal))
+    again, _ = env.reset(seed=3, options={"goal_steps": 10})
+    np.testing.assert_array_equal(again["goal"], obs["goal"])  # reproducible from the seed
+    for bad, match in (({"goal_steps": 0}, "goal_steps"), ({"goal_steps": 2.5}, "goal_steps"),
+                       ({"goal_steps": 3, "goal_state": goal}, "not both"), ({"goal": 1}, "unknown key")):
+        with pytest.raises(ValueError, match=match):
+            env.reset(seed=0, options=bad)

@@ -60,7 +60,7 @@ def test_protocol_end_to_end_replay_succeeds_on_a_deterministic_env(two_room_dat
 
 def test_bad_input_gives_a_message_and_exit_status(two_room_data, two_room_ck, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(tmp_path / "none"), "--data", str(two_room_data)]) == 2
-    assert "config.json" in capsys.readouterr().err
+    assert "no such folder, and not a shipped checkpoint name" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(two_room_ck), "--env", "lewm/PushT-v0"]) == 2
     assert "trained on lewm/TwoRoom-v0, not lewm/PushT-v0" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(two_room_ck), "--env", "lewm/Nope-v0"]) == 2

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-import envs  # noqa: F401  (registers the lewm/ ids)
-from envs.pusht import PushTEnv
-from envs.two_room import TwoRoomEnv
+import lewm_envs  # noqa: F401  (registers the lewm/ ids)
+from lewm_envs.pusht import PushTEnv
+from lewm_envs.two_room import TwoRoomEnv
 from lewm_agent.cli import main
 from lewm_agent.collect import CollectConfig, collect
 from lewm_agent.probe import ProbeConfig, env_quantities, fit_mlp, fit_ridge, score

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from envs.pusht import PushTEnv
-from envs.pusht_expert import PushTExpert
+from lewm_envs.pusht import PushTEnv
+from lewm_envs.pusht_expert import PushTExpert
 from lewm_agent.cli import main
 from lewm_agent.rollouts import RolloutFile
 

@@ -1,18 +1,19 @@
 """The checkpoints shipped in checkpoints/: size limits, they load, match their env, and plan on CPU."""
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs  # noqa: F401  (registers the lewm/ ids)
+import lewm_envs  # noqa: F401  (registers the lewm/ ids)
 from lewm_agent.agent import LeWMAgent
 from lewm_agent.checkpoint import read_meta, weights_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = sorted(p for p in (ROOT / "checkpoints").glob("*/") if p.is_dir())
+SHIPPED = sorted(p for p in (ROOT / "checkpoints").glob("*/") if (p / "config.json").is_file())
 MIB = 1 << 20
 
 
@@ -63,7 +64,7 @@ def test_repository_stays_within_48_mib():
 
 def test_the_readme_demo_default_is_a_shipped_push_t_checkpoint():
     from lewm_agent.cli import DEMO_CHECKPOINT
-    assert read_meta(ROOT / DEMO_CHECKPOINT).env_id == "lewm/PushT-v0"
+    assert read_meta(DEMO_CHECKPOINT).env_id == "lewm/PushT-v0"  # a shipped name, resolved anywhere
 
 
 @pytest.mark.skipif(not (ROOT / "checkpoints" / "two_room").is_dir(), reason="no shipped Two-Room checkpoint")
@@ -76,4 +77,17 @@ def test_demo_plans_with_the_shipped_model_on_unseen_episodes(tmp_path, capsys):
     assert report["held_out"].startswith("every episode") and report["episodes_per_seed"] == 2
     assert report["rows"]["replay"]["success"] == 1.0 and "| lewm |" in capsys.readouterr().out
     assert main(["demo", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "none")]) == 2
-    assert "no shipped checkpoint" in capsys.readouterr().err
+    assert "not a shipped checkpoint name" in capsys.readouterr().err
+
+
+def test_shipped_names_resolve_from_any_directory_and_no_top_level_envs_is_installed(tmp_path):
+    code = ("import lewm_agent as la; a = la.LeWMAgent.from_pretrained('two_room'); "
+            "e = la.make_env('two_room'); o, _ = e.reset(seed=0); print(a.act(o).shape, "
+            "sorted(la.shipped_checkpoints()), e.unwrapped.image_size)\n"
+            "try:\n    import envs\nexcept ModuleNotFoundError:\n    print('no envs')")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[:2] == ["(2,) ['cube', 'pusht', 'two_room'] 64", "no envs"]
+    bad = subprocess.run([sys.executable, "-m", "lewm_agent", "eval", "--checkpoint", "nope", "--env",
+                          "lewm/TwoRoom-v0"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a shipped checkpoint name (shipped: cube, pusht, two_room)" in bad.stderr

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import lewm_agent  # noqa: F401  (registers the envs)
-from envs.pusht import t_corners
-from envs.pusht_render import AGENT_RADIUS, WALL_HI, WALL_LO, PushTRenderer, t_sdf
+from lewm_envs.pusht import t_corners
+from lewm_envs.pusht_render import AGENT_RADIUS, WALL_HI, WALL_LO, PushTRenderer, t_sdf
 from lewm_agent.checkpoint import CheckpointMeta, save_checkpoint
 from lewm_agent.config import preset
 from lewm_agent.rollouts import RolloutFile, RolloutWriter

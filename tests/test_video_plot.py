@@ -201,3 +201,22 @@ def test_plot_bad_input(tmp_path, trained_checkpoint, capsys):
     assert "rows.lewm: expected 'success'" in capsys.readouterr().err
     assert main(["plot", log, "--out", str(tmp_path / "p"), "--eval", str(tmp_path / "missing.json")]) == 2
     assert "missing.json does not exist" in capsys.readouterr().err
+
+
+def test_gymnasium_record_video_writes_a_readable_video(tmp_path):
+    import gymnasium as gym
+    import imageio.v3 as iio
+    pytest.importorskip("moviepy")
+    from gymnasium.wrappers import RecordVideo
+    env = RecordVideo(gym.make("lewm/TwoRoom-v0", image_size=32, render_mode="rgb_array"), str(tmp_path),
+                      episode_trigger=lambda episode: True, disable_logger=True)
+    env.reset(seed=0)
+    for _ in range(9):
+        env.step(env.action_space.sample())
+    env.close()
+    (video,) = tmp_path.glob("*.mp4")
+    frames = iio.imread(video)
+    # the reset and 9 steps (moviepy's encoding may drop the last frame) of the 256 px view beside the
+    # 256 px goal, whatever image_size
+    assert frames.shape[0] in (9, 10) and frames.shape[1] == 256 and frames.shape[2] in (520, 528)
+    assert frames[:, :, 256:264].min() > 200  # the white gap between view and goal
