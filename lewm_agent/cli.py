@@ -195,7 +195,8 @@ def _save_report(folder: Path, report: dict, table: str | None = None, stem: str
 
 # -------------------------------------------------------------------- plot
 def _plot_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN_DIR", help="training output folder holding log.jsonl (or the log file)")
+    p.add_argument("run", metavar="RUN_DIR", nargs="?", default=None,
+                   help="training output folder holding log.jsonl (or the log file); optional with --eval")
     p.add_argument("--eval", dest="eval_file", default=None, metavar="FILE",
                    help="eval.json to chart (default: RUN_DIR/eval.json or RUN_DIR/eval/eval.json if present)")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: RUN_DIR/plots)")

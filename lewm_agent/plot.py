@@ -181,20 +181,25 @@ def find_eval(run: Path) -> Path | None:
     return None
 
 
-def plot_run(run: str | os.PathLike, eval_file: str | os.PathLike | None = None,
+def plot_run(run: str | os.PathLike | None, eval_file: str | os.PathLike | None = None,
              out: str | os.PathLike | None = None) -> list[Path]:
-    """`lewm plot`: training curves of RUN_DIR/log.jsonl and, if found, the eval chart. Returns the PNGs."""
-    run = Path(run)
-    log = run if run.is_file() else run / LOG_FILE
-    run_dir = log.parent
-    if not log.is_file():
-        raise ValueError(f"{log}: no training log; expected the folder written by `lewm train` (with {LOG_FILE})")
-    series = load_log(log)
-    if not series:
-        raise ValueError(f"{log}: the log is empty (training logs every --log-interval steps)")
-    out_dir = Path(out) if out else run_dir / "plots"
-    paths = plot_training(series, out_dir)
-    ev = Path(eval_file) if eval_file else find_eval(run_dir)
+    """`lewm plot`: training curves of RUN_DIR/log.jsonl and, if found, the eval chart; with no
+    RUN_DIR, the chart of `eval_file` alone (e.g. a shipped checkpoint's eval.json). Returns the PNGs."""
+    if run is None:
+        if eval_file is None:
+            raise ValueError("give RUN_DIR (a training folder), --eval FILE (an eval.json), or both")
+        paths, ev = [], Path(eval_file)
+        out_dir = Path(out) if out else ev.parent / "plots"
+    else:
+        log = Path(run) if Path(run).is_file() else Path(run) / LOG_FILE
+        if not log.is_file():
+            raise ValueError(f"{log}: no training log; expected the folder written by `lewm train` (with {LOG_FILE})")
+        series = load_log(log)
+        if not series:
+            raise ValueError(f"{log}: the log is empty (training logs every --log-interval steps)")
+        out_dir = Path(out) if out else log.parent / "plots"
+        paths = plot_training(series, out_dir)
+        ev = Path(eval_file) if eval_file else find_eval(log.parent)
     if ev is not None:
         if not ev.is_file():
             raise ValueError(f"--eval: {ev} does not exist")

@@ -220,3 +220,13 @@ def test_gymnasium_record_video_writes_a_readable_video(tmp_path):
     # 256 px goal, whatever image_size
     assert frames.shape[0] in (9, 10) and frames.shape[1] == 256 and frames.shape[2] in (520, 528)
     assert frames[:, :, 256:264].min() > 200  # the white gap between view and goal
+
+
+def test_plot_charts_an_eval_report_alone(tmp_path, capsys):
+    from pathlib import Path
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "two_room" / "eval.json"
+    assert main(["plot", "--eval", str(shipped), "--out", str(tmp_path)]) == 0
+    png = tmp_path / "success.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(png) in capsys.readouterr().out
+    assert main(["plot"]) == 2
+    assert "give RUN_DIR" in capsys.readouterr().err
