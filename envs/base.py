@@ -25,6 +25,12 @@ import numpy as np
 
 
 class GoalPixelEnv(gym.Env):
+    """Goal-conditioned pixel env: observations hold the current image (`pixels`), the goal image
+    (`goal`), a low-dimensional `observation` and the `achieved_goal` / `desired_goal` vectors;
+    `info["is_success"]` every step; `get_state` / `set_state` for exact replay;
+    `reset(options=...)` takes a `state`, a `goal_state` or `goal_steps` (a goal the env's expert
+    reaches). Subclasses implement the simulator hooks listed in the module docstring."""
+
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     env_id: str
     state_dim: int

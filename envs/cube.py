@@ -101,6 +101,12 @@ class _Sim(_OGBenchCubeEnv):
 
 
 class CubeEnv(GoalPixelEnv):
+    """OGBench's single-cube pick-and-place (MuJoCo) as a goal-image env; see the module docstring.
+
+    Args: image_size, render_mode, terminate_on_success as in `GoalPixelEnv`; render_quality
+    ("fast" or OGBench's own); camera; render_size, render_goal: what `render()` returns.
+    """
+
     env_id = "lewm/Cube-v0"  # its registered id: `reset(options={"goal_steps": k})` asks its expert
     state_dim = 76
     obs_dim = 28

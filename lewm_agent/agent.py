@@ -77,6 +77,15 @@ class _SubEnv:
 
 
 class LeWMAgent:
+    """A Gymnasium agent that plans in a LeWorldModel's latent space.
+
+    Each `act(obs)` encodes the current and goal images (`obs["pixels"]`, `obs["goal"]`) and,
+    when its previous plan is used up, solves for an action plan with CEM through the model's
+    imagined rollouts; it returns actions in the env's action space, for one observation or a
+    batch from a vector env. `predict` is stable-baselines3's policy interface. Build it with
+    `LeWMAgent.from_pretrained("pusht")` (a shipped name or a checkpoint folder).
+    """
+
     def __init__(self, model: WorldModel, meta: CheckpointMeta, device: str | torch.device = "auto",
                  planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto"):
         """precision: "fp32", "bf16" (autocast in the imagined rollouts) or "auto" (bf16 where native)."""
@@ -118,6 +127,13 @@ class LeWMAgent:
         model, meta = load_checkpoint(path, dev)
         cfg = replace(planner or meta.planner, **planner_overrides)
         return cls(model, meta, dev, cfg, seed, precision)
+
+    def __repr__(self) -> str:
+        p = self.planner_cfg
+        return (f"LeWMAgent(env={self.meta.env_id!r}, model={self.model.num_parameters()['total']:,} params, "
+                f"device={self.device.type}, precision={'bf16' if self.bf16 else 'fp32'}, planner=CEM("
+                f"{p.num_samples} samples x {p.num_iterations} iterations, horizon {p.horizon}, "
+                f"replan every {p.receding_horizon}, cost={p.cost!r}))")
 
     def save(self, path: str | os.PathLike, **kwargs: Any) -> None:
         save_checkpoint(path, self.model, replace(self.meta, planner=self.planner_cfg), **kwargs)

@@ -6,6 +6,7 @@ with one line naming the problem and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import dataclasses
 import json
 import shlex
@@ -338,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         _show_defaults(p)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    # Library modules log through `logging` (silent when imported elsewhere); the CLI shows them.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args.command_line = "lewm " + shlex.join(argv)  # recorded in data files, checkpoints and cards
     try:
         return COMMANDS[args.cmd][2](args)

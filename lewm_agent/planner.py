@@ -42,6 +42,12 @@ CostFn = Callable[[torch.Tensor], torch.Tensor]  # actions (B, S, H, A) -> cost 
 
 
 class CEMPlanner:
+    """Cross-entropy method over action plans: sample `num_samples` plans around a Gaussian,
+    score them with a cost function (the world model's imagined goal distance), refit the
+    Gaussian to the `num_elites` best, repeat `num_iterations` times. Works on a batch of
+    problems at once (one per env) with one cost call per iteration; seeded for reproducibility.
+    """
+
     def __init__(self, action_dim: int, cfg: PlannerConfig | None = None,
                  device: torch.device | str = "cpu", seed: int = 0, step_dim: int | None = None):
         """action_dim: A, the size of one (flattened, normalized) action block.
@@ -58,6 +64,12 @@ class CEMPlanner:
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
         self.seed(seed)
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (f"CEMPlanner(action_dim={self.action_dim}, samples={c.num_samples}, iterations={c.num_iterations}, "
+                f"elites={c.num_elites}, horizon={c.horizon}, std={c.std}, noise_beta={c.noise_beta}, "
+                f"device={torch.device(self.device).type})")
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(int(seed))

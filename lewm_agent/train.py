@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +34,7 @@ from .progress import Progress
 from .rollouts import RolloutFile
 from .world_model import WorldModel
 
+logger = logging.getLogger(__name__)
 STATE_FILE, LOG_FILE = "train_state.safetensors", "log.jsonl"
 # Fields that may change when a run is resumed; any other change is refused.
 RESUMABLE = {"steps", "eval_interval", "ckpt_interval", "log_interval", "workers", "device", "data_mode",
@@ -316,7 +317,7 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
     if (out / STATE_FILE).exists():
         step, wall_before = _load_state(out / STATE_FILE, model, opt, cfg, device)
         _truncate_log(out / LOG_FILE, step)
-        print(f"resuming {out} from step {step}", file=sys.stderr)
+        logger.info("resuming %s from step %d", out, step)
     if mode == "stream":
         source = StreamWindows(cfg.data, norm_actions, train_starts, spec, range(step, cfg.steps))
         val_source = StreamWindows(cfg.data, norm_actions, val_starts, spec, range(0))

@@ -25,6 +25,10 @@ def _check(cond: bool, msg: str) -> None:
 
 
 class WorldModel(nn.Module):
+    """LeWM: `encode` pixels (B, T, H, W, 3) uint8 -> embeddings (B, T, D); `predict` the next
+    embedding of each frame from its history and action blocks; `rollout` imagines a horizon of
+    action blocks from context frames. `extra_repr` summarizes the sizes above the module tree."""
+
     def __init__(self, cfg: ModelConfig | None = None):
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -164,6 +168,11 @@ class WorldModel(nn.Module):
         _check(bool(torch.isfinite(actions).all()), "actions: contains NaN or inf")
         pred = self.predict(emb[:, :-1], actions.to(emb.dtype))
         return (pred - emb[:, 1:]).pow(2).sum(-1)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (f"encoder={c.encoder}, image_size={c.image_size}, latent_dim={c.latent_dim}, history={c.history}, "
+                f"frameskip={c.frameskip}, action_dim={c.action_dim}, predictor_depth={c.predictor_depth}")
 
     def num_parameters(self) -> dict[str, int]:
         def count(*mods: nn.Module) -> int:
