@@ -238,9 +238,19 @@ def evaluate(model: WorldModel, source: MemoryWindows | StreamWindows, starts: n
 
 
 # ----------------------------------------------------------------------- train
+def card_front_matter(env_id: str | None) -> str:
+    """Model-card metadata in the YAML front matter that model hubs and card tools read."""
+    tags = ["world-model", "jepa", "sigreg", "planning", "model-based-reinforcement-learning", "gymnasium"]
+    if env_id:
+        tags.append(env_id.split("/")[-1].lower())
+    return ("---\nlicense: mit\nlibrary_name: lewm_agent\npipeline_tag: reinforcement-learning\ntags:\n"
+            + "".join(f"- {t}\n" for t in tags)
+            + "datasets:\n- scripted-expert-rollouts (lewm collect; recipe below)\nmetrics:\n- success_rate\n---\n\n")
+
+
 def _model_card(meta: CheckpointMeta, cfg: TrainConfig, step: int, wall: float, params: dict, val: dict) -> str:
     rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in val.items())
-    return (f"# LeWM checkpoint: {meta.env_id or 'unknown env'}\n\n"
+    return (card_front_matter(meta.env_id) + f"# LeWM checkpoint: {meta.env_id or 'unknown env'}\n\n"
             f"- preset `{cfg.preset}`, {params['total']:,} parameters "
             f"(encoder {params['encoder']:,}, predictor {params['predictor']:,})\n"
             f"- trained {step} steps, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}; "

@@ -89,7 +89,7 @@ def test_eval_card_writes_the_table_into_the_model_card(two_room_data, two_room_
     assert main(args) == 0
     assert main(args) == 0  # a rerun replaces its section
     card = (folder / "README.md").read_text()
-    assert card.startswith("# LeWM checkpoint") and card.count("## Evaluation") == 1
+    assert card.startswith("---\nlicense: mit") and "# LeWM checkpoint" in card and card.count("## Evaluation") == 1
     assert "| lewm |" in card and "--card" in card
     report = json.loads((folder / "eval.json").read_text())
     assert report["episodes_per_seed"] == 2 and set(report["rows"]) == {"lewm", "random", "replay"}

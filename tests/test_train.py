@@ -29,7 +29,10 @@ def test_prediction_loss_falls_and_embeddings_do_not_collapse(trained_checkpoint
     assert val["val/emb_rank"] > 2    # the dot world is 2-D; a collapsed model sits at ~1
     model, meta = load_checkpoint(trained)
     assert meta.env_id == "test/Dot-v0" and meta.model.action_dim == 2
-    assert (trained / "README.md").read_text().startswith("# LeWM checkpoint")
+    card = (trained / "README.md").read_text()
+    front, body = card.split("\n---\n\n", 1)  # YAML front matter, then the card
+    assert front.startswith("---\nlicense: mit\nlibrary_name: lewm_agent") and "- success_rate" in front
+    assert body.startswith("# LeWM checkpoint")
 
 
 def test_without_sigreg_the_same_run_collapses(dot_dataset, tmp_path):
