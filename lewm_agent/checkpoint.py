@@ -27,6 +27,7 @@ from .world_model import WorldModel
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+NEXT_CONFIG = CONFIG + ".next"  # the config of a save in progress (see save_checkpoint)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -111,8 +112,12 @@ def save_checkpoint(path: str | os.PathLike, model: WorldModel, meta: Checkpoint
     config = json.dumps({**meta.to_dict(), "weights_dtype": weights_dtype}, indent=2, sort_keys=True)
     dtype = _DTYPES[weights_dtype]
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    # Crash safety across the two files: the new config goes to config.json.next first, then the
+    # weights replace theirs, then the config is renamed into place. A kill between the last two
+    # steps leaves new weights beside the old config; `load_checkpoint` rolls forward from .next.
+    atomic_write_bytes(folder / NEXT_CONFIG, (config + "\n").encode())
     save_tensors_atomic(folder / WEIGHTS, tensors, {"config": config})
-    atomic_write_bytes(folder / CONFIG, (config + "\n").encode())
+    os.replace(folder / NEXT_CONFIG, folder / CONFIG)
     if card is not None:
         atomic_write_bytes(folder / CARD, card.encode())
     return folder
@@ -144,9 +149,27 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
                             f"(shipped: {', '.join(shipped) or 'none installed'})")
 
 
+def _roll_forward(folder: Path) -> None:
+    """Finish a save that was killed after its weights and before its config (see save_checkpoint)."""
+    nxt = folder / NEXT_CONFIG
+    if not (nxt.is_file() and (folder / WEIGHTS).is_file()):
+        return
+    try:
+        with safe_open(str(folder / WEIGHTS), framework="pt") as f:
+            embedded = (f.metadata() or {}).get("config")
+        if embedded is not None and json.loads(embedded) == json.loads(nxt.read_text()):
+            os.replace(nxt, folder / CONFIG)
+    except Exception:  # noqa: BLE001  unreadable or read-only: load_checkpoint reports what is wrong
+        return
+
+
 def read_meta(path: str | os.PathLike) -> CheckpointMeta:
     folder = resolve_checkpoint(path)
+    _roll_forward(folder)
     if not (folder / CONFIG).is_file():
+        if (folder / "log.jsonl").is_file():
+            raise FileNotFoundError(f"checkpoint {folder}: no checkpoint yet; the training run there has not "
+                                    f"saved its first one (it saves every --ckpt-interval steps)")
         raise FileNotFoundError(f"checkpoint {folder}: no {CONFIG} (expected a folder with {WEIGHTS} and {CONFIG})")
     try:
         return CheckpointMeta.from_dict(json.loads((folder / CONFIG).read_text()))
@@ -161,9 +184,13 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     meta = read_meta(folder)
     if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"checkpoint {folder}: no {WEIGHTS}")
-    with safe_open(str(folder / WEIGHTS), framework="pt") as f:
-        embedded = (f.metadata() or {}).get("config")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(folder / WEIGHTS), framework="pt") as f:
+            embedded = (f.metadata() or {}).get("config")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001  safetensors raises its own error type for a torn or foreign file
+        raise ValueError(f"checkpoint {folder}: {WEIGHTS} is not a readable safetensors file "
+                         f"({type(e).__name__}: {e})") from None
     if embedded is None or json.loads(embedded) != json.loads((folder / CONFIG).read_text()):
         raise ValueError(f"checkpoint {folder}: {CONFIG} does not match the config embedded in {WEIGHTS} "
                          "(the two files come from different saves)")
@@ -178,6 +205,10 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
                          f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                          f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
                          f"shape mismatch {wrong[:5]}")
+    bad = [k for k in expected if tensors[k].is_floating_point() and not torch.isfinite(tensors[k]).all()]
+    if bad:
+        raise ValueError(f"checkpoint {folder}: {WEIGHTS} holds NaN or inf in {bad[:5]}"
+                         f"{'...' if len(bad) > 5 else ''}; expected finite weights (a diverged run?)")
     model.load_state_dict({k: tensors[k].to(v.dtype) for k, v in expected.items()})
     return model.to(device).eval(), meta
 

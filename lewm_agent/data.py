@@ -48,6 +48,25 @@ def window_starts(rf: RolloutFile, episodes: np.ndarray, span: int) -> np.ndarra
     return np.concatenate([s + np.arange(c) for s, c in zip(starts, counts)]).astype(np.int64)
 
 
+def check_actions(actions: np.ndarray, episode_ends: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    """Refuse a dataset whose actions are non-finite (except each episode's last row, which has
+    no action by the file format) or far outside the action space (over 100x its bound): either
+    would silently become zeros or an infinite normalization."""
+    a = np.asarray(actions, dtype=np.float64)
+    finite = np.isfinite(a).all(1)
+    finite[np.asarray(episode_ends, dtype=np.int64) - 1] = True
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"action: row {row} is {a[row].tolist()}; expected finite actions (only the last row "
+                         f"of each episode may be NaN)")
+    bound = 100.0 * np.maximum(np.abs(np.asarray(low, np.float64)), np.abs(np.asarray(high, np.float64)))
+    far = (np.abs(np.nan_to_num(a)) > bound).any(1)
+    if far.any():
+        row = int(np.flatnonzero(far)[0])
+        raise ValueError(f"action: row {row} is {a[row].tolist()}, over 100x the action bounds "
+                         f"[{np.asarray(low).tolist()}, {np.asarray(high).tolist()}]")
+
+
 def action_stats(actions: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and std of the finite action rows among `rows` (std floored at 1e-6)."""
     a = actions[rows]

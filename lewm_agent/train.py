@@ -28,8 +28,10 @@ from safetensors import safe_open
 from .agent import resolve_device
 from .checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint, save_tensors_atomic
 from .config import PRESETS, PlannerConfig, preset
-from .data import MemoryWindows, StreamWindows, WindowSpec, action_stats, split_episodes, window_starts
+from .data import (MemoryWindows, StreamWindows, WindowSpec, action_stats, check_actions, split_episodes,
+                   window_starts)
 from .losses import embedding_stats, pred_loss, sigreg
+from .lock import RunLock
 from .progress import Progress
 from .rollouts import RolloutFile
 from .world_model import WorldModel
@@ -158,10 +160,23 @@ def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+    """Drop log lines written after the checkpoint we resume from (they will be redone), and a last
+    line cut short by a kill mid-write; any other malformed line is an error naming it."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = []
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break
+            raise ValueError(f"{path}: line {n} is not JSON; fix or delete it to resume") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise ValueError(f"{path}: line {n}: expected a JSON object with an integer 'step'")
+        if row["step"] <= step:
+            keep.append(line)
     atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
 
@@ -280,8 +295,16 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
     """Train (or resume) into `cfg.out`; returns the checkpoint folder.
 
     model_overrides: ModelConfig fields replacing the preset's; command: recorded in the card;
-    planner: PlannerConfig fields stored as the checkpoint's planning defaults.
+    planner: PlannerConfig fields stored as the checkpoint's planning defaults. A second trainer
+    on the same folder is refused (`RunLock`) while this one runs.
     """
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    with RunLock(cfg.out):
+        return _train(cfg, model_overrides, command, planner)
+
+
+def _train(cfg: TrainConfig, model_overrides: dict[str, Any] | None, command: str | None,
+           planner: dict[str, Any] | None) -> Path:
     planner_cfg = PlannerConfig.from_dict(planner or {})
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
@@ -299,11 +322,12 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
                          f"frameskip {spec.frameskip}); episodes are {int(rf.episode_lengths.max())} frames at most")
     val_starts = np.sort(np.random.default_rng(cfg.seed).permutation(val_starts)[:cfg.val_windows])
     actions = rf.column("action")[:rf.num_frames]
+    low = rf.attr("action_low", [-1.0] * rf.action_dim)
+    high = rf.attr("action_high", [1.0] * rf.action_dim)
+    check_actions(actions, rf.episode_ends, low, high)
     train_rows = np.concatenate([np.arange(rf.episode_starts[e], rf.episode_ends[e]) for e in split.train_episodes])
     mean, std = action_stats(actions, train_rows)
     norm_actions = ((actions - mean) / std).astype(np.float32)
-    low = rf.attr("action_low", [-1.0] * rf.action_dim)
-    high = rf.attr("action_high", [1.0] * rf.action_dim)
     training = {"command": command or "", "hardware": _hardware(device), "data_episodes": rf.num_episodes,
                 "data_frames": rf.num_frames, "data_recipe": _data_recipe(rf), "train_config": dataclasses.asdict(cfg)}
     meta = CheckpointMeta(model_cfg, mean, std, low, high, planner_cfg, env_id=rf.env_id,

@@ -1,0 +1,111 @@
+"""What is on disk stays loadable through kills and bad files; bad data is refused by name."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import lewm_agent.checkpoint as ckpt_mod
+from lewm_agent import WorldModel, preset
+from lewm_agent.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from lewm_agent.data import check_actions
+from lewm_agent.lock import LOCK_FILE, RunLock
+from lewm_agent.train import TrainConfig, train
+
+
+def meta_of(model):
+    return CheckpointMeta(model.cfg, [0.0, 0.0], [1.0, 1.0], [-1, -1], [1, 1], env_id="test/Dot-v0")
+
+
+def test_a_save_killed_between_its_weights_and_its_config_rolls_forward(tmp_path, monkeypatch):
+    old, new = WorldModel(preset("tiny")), WorldModel(preset("tiny", latent_dim=48))
+    save_checkpoint(tmp_path / "ck", old, meta_of(old))
+    real_replace = os.replace
+
+    def killed(src, dst):  # the process dies right before the config is renamed into place
+        if str(src).endswith(ckpt_mod.NEXT_CONFIG):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+    monkeypatch.setattr(ckpt_mod.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "ck", new, meta_of(new))
+    monkeypatch.setattr(ckpt_mod.os, "replace", real_replace)
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["model"]["latent_dim"] == 32  # torn state
+    model, meta = load_checkpoint(tmp_path / "ck")  # finishes the save: the new weights with their config
+    assert model.cfg.latent_dim == 48 and meta.model.latent_dim == 48
+    assert not (tmp_path / "ck" / ckpt_mod.NEXT_CONFIG).exists()
+    for k, v in new.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+
+
+def test_unloadable_weights_are_one_clear_error(tmp_path):
+    model = WorldModel(preset("tiny"))
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_checkpoint(tmp_path / "nan", model, meta_of(model))
+    with pytest.raises(ValueError, match="NaN or inf in"):
+        load_checkpoint(tmp_path / "nan")
+    save_checkpoint(tmp_path / "torn", model, meta_of(model))
+    weights = tmp_path / "torn" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_checkpoint(tmp_path / "torn")
+
+
+def test_a_run_before_its_first_checkpoint_says_so(tmp_path):
+    (tmp_path / "log.jsonl").write_text('{"step": 50, "train/loss": 1.0}\n')
+    with pytest.raises(FileNotFoundError, match="no checkpoint yet"):
+        load_checkpoint(tmp_path)
+
+
+def small(data, out, **kw):
+    return TrainConfig(data=str(data), out=str(out), preset="tiny", steps=20, batch_size=16, lr=3e-3,
+                       warmup_steps=5, eval_interval=10, ckpt_interval=10, log_interval=5, val_windows=32,
+                       num_projections=32, progress=False, **kw)
+
+
+def test_resume_drops_a_torn_last_log_line(dot_dataset, tmp_path):
+    out = tmp_path / "run"
+    train(small(dot_dataset, out))
+    with open(out / "log.jsonl", "a") as f:
+        f.write('{"step": 21, "train/lo')  # killed mid-write
+    train(replace(small(dot_dataset, out), steps=30))  # resumes from step 20
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 30 and not (out / LOCK_FILE).exists()
+
+
+def test_a_second_trainer_is_refused_and_a_stale_lock_is_recovered(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(FileExistsError, match=f"another trainer holds it \\(pid {os.getpid()} on"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / LOCK_FILE).exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(),
+                                                  "started": "earlier"}))
+    with RunLock(tmp_path) as lock:  # its holder is gone: taken over
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid() and lock.held
+    (tmp_path / LOCK_FILE).write_text("")  # killed between creating and writing it
+    with RunLock(tmp_path):
+        pass
+
+
+def test_non_finite_or_absurd_actions_are_refused_by_row(dot_dataset, tmp_path):
+    ends = np.array([3, 6])
+    ok = np.array([[0.1, 0.2], [0.3, -0.4], [np.nan, np.nan], [1, 1], [-1, 0], [np.nan, np.nan]])
+    check_actions(ok, ends, [-1, -1], [1, 1])  # NaN only on each episode's last row: the format
+    with pytest.raises(ValueError, match=r"action: row 1 is \[0.3, inf\]"):
+        check_actions(np.array([[0.1, 0.2], [0.3, np.inf], [np.nan, np.nan]]), np.array([3]), [-1, -1], [1, 1])
+    with pytest.raises(ValueError, match="row 0 .* over 100x the action bounds"):
+        check_actions(np.array([[1e30, 0.0], [np.nan, np.nan]]), np.array([2]), [-1, -1], [1, 1])
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(dot_dataset.read_bytes())
+    with h5py.File(bad, "r+") as f:
+        f["action"][5] = [np.nan, 0.0]
+    with pytest.raises(ValueError, match="action: row 5"):
+        train(small(bad, tmp_path / "o"))
