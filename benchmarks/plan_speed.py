@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lewm_agent import LeWMAgent, PlannerConfig, WorldModel, preset
-from lewm_agent.agent import resolve_device
+from lewm_agent.device import resolve_device
 from lewm_agent.checkpoint import CheckpointMeta
 
 

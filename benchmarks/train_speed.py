@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from lewm_agent import WorldModel, preset, pred_loss, sigreg
-from lewm_agent.agent import resolve_device
+from lewm_agent.device import resolve_device
 from lewm_agent.checkpoint import read_meta
 
 

@@ -40,7 +40,7 @@ from lewm_envs.pusht_render import (
     to_world,
     wrap_angle,
 )
-from lewm_agent.agent import resolve_device
+from lewm_agent.device import resolve_device
 from lewm_agent.checkpoint import load_checkpoint
 from lewm_agent.evaluate import held_out_episodes
 from lewm_agent.rollouts import RolloutFile

@@ -21,32 +21,12 @@ import torch
 
 from .checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from .config import PlannerConfig
+from .device import bf16_supported, resolve_device  # noqa: F401  (resolve_device: also re-exported here)
 from .planner import CEMPlanner
 from .world_model import WorldModel
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 CPU_CHUNK = 2048  # imagined sequences per rollout call on CPU (cache-sized; see LeWMAgent.plan)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether precision="auto" plans in bf16: on CUDA GPUs with bf16 only.
-
-    Not on CPU, even with AVX512-BF16: with torch 2.13 on this project's 2-core EPYC
-    (AVX512-BF16), bf16 autocast made one CEM solve of the Push-T model 10x slower than fp32
-    (5.5 s vs 0.56 s, 10 envs x 300 samples x 3 iterations) and a training step 7.5x slower.
-    `precision="bf16"` still forces it.
-    """
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def _image_batch(obs: Mapping, key: str) -> np.ndarray:

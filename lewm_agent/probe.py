@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .agent import resolve_device
+from .device import resolve_device
 from .checkpoint import load_checkpoint
 from .data import split_episodes
 from .losses import embedding_stats

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from .agent import resolve_device
+from .device import resolve_device
 from .checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint, save_tensors_atomic
 from .config import PRESETS, PlannerConfig, preset
 from .data import (MemoryWindows, StreamWindows, WindowSpec, action_stats, check_actions, split_episodes,
