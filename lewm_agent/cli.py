@@ -63,12 +63,23 @@ def _train(a: argparse.Namespace) -> int:
     from .train import TrainConfig, train
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kwargs = {k: v for k, v in vars(a).items() if k in fields}
-    overrides = _json_arg("--model", a.model)
+    from .config import ModelConfig, PlannerConfig
+    overrides = _fields_arg("--model", a.model, ModelConfig)
     cfg = TrainConfig(**kwargs, progress=not a.no_progress)
     out = train(cfg, overrides, command=a.command_line,
-                planner=_json_arg("--planner", a.planner))
+                planner=_fields_arg("--planner", a.planner, PlannerConfig))
     print(f"checkpoint: {out}")
     return 0
+
+
+def _fields_arg(flag: str, text: str, cls: type) -> dict:
+    """A JSON object of `cls` dataclass fields (e.g. --planner, --model); unknown keys refused by name."""
+    value = _json_arg(flag, text)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"{flag}: unknown key(s) {unknown}; expected keys among {sorted(known)}")
+    return value
 
 
 def _json_arg(flag: str, text: str) -> dict:
@@ -129,6 +140,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     for name in PLANNER_INT_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="planner (default: checkpoint's)")
+    p.add_argument("--planner", default="{}", metavar="JSON",
+                   help="planner settings as in `lewm train --planner`, e.g. '{\"num_samples\": 600}'; "
+                        "the flags below override it (default: the checkpoint's)")
     p.add_argument("--std", type=float, default=None, help="planner: initial sampling std")
     p.add_argument("--noise-beta", type=float, default=None,
                    help="planner: sampling noise colour along time (0 white, 2 smooth)")
@@ -157,8 +171,10 @@ def _eval(a: argparse.Namespace) -> int:
     from .checkpoint import resolve_checkpoint, write_card_section
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     from .evaluate import EvalConfig, evaluate, markdown
+    from .config import PlannerConfig
     names = (*PLANNER_INT_FLAGS, "std", "noise_beta", "cost")
-    planner = {k: getattr(a, k) for k in names if getattr(a, k) is not None}
+    planner = {**_fields_arg("--planner", a.planner, PlannerConfig),  # the flags below override it
+               **{k: getattr(a, k) for k in names if getattr(a, k) is not None}}
     if a.warm_start is not None:
         planner["warm_start"] = bool(a.warm_start)
     cfg = EvalConfig(checkpoint=a.checkpoint, data=a.data, env_id=a.env_id, episodes=a.episodes,

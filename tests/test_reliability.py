@@ -122,3 +122,17 @@ def test_a_device_that_does_not_exist_here_is_one_line(capsys, tmp_path):
             resolve_device("cuda")
     assert main(["eval", "--checkpoint", "two_room", "--env", "lewm/TwoRoom-v0", "--device", "bogus"]) == 2
     assert "device: expected" in capsys.readouterr().err
+
+
+def test_planner_and_model_json_share_one_convention_and_refuse_unknown_keys(capsys, tmp_path):
+    from lewm_agent.cli import main
+    out = tmp_path / "ev"
+    assert main(["eval", "--checkpoint", "two_room", "--env", "lewm/TwoRoom-v0", "--episodes", "2", "--seeds", "0",
+                 "--no-baselines", "--no-progress", "--planner", '{"num_samples": 8, "num_elites": 4, "num_iterations": 2}',
+                 "--num-iterations", "1", "--out", str(out)]) == 0
+    planner = json.loads((out / "eval.json").read_text())["planner"]
+    assert planner["num_samples"] == 8 and planner["num_iterations"] == 1  # JSON, then the flag over it
+    assert main(["eval", "--checkpoint", "two_room", "--env", "lewm/TwoRoom-v0", "--planner", '{"samples": 8}']) == 2
+    assert "--planner: unknown key(s) ['samples']" in capsys.readouterr().err
+    assert main(["train", "--data", "x.h5", "--out", str(tmp_path / "t"), "--model", '{"latent": 3}']) == 2
+    assert "--model: unknown key(s) ['latent']" in capsys.readouterr().err
