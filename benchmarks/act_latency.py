@@ -1,0 +1,80 @@
+"""Milliseconds per `act()` call and per replanning solve of the shipped agents, as users call them.
+
+For each checkpoint (shipped names or folders) and each env count, builds that many envs with the
+checkpoint's own settings, resets them, and times `agent.act(obs)` for `--steps` env steps with the
+checkpoint's shipped planner settings: a call either replans (one batched CEM solve for every env
+that needs a plan) or returns the next action of the current plan. Prints p50 / p95 and writes JSON.
+
+    python benchmarks/act_latency.py                                   # pusht, two_room; 1 and 50 envs
+    python benchmarks/act_latency.py --checkpoints two_room --envs 1 --steps 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lewm_agent import LeWMAgent, make_env
+
+
+def measure(checkpoint: str, n_envs: int, steps: int, seed: int) -> dict:
+    agent = LeWMAgent.from_pretrained(checkpoint, device="cpu")
+    envs = [make_env(checkpoint) for _ in range(n_envs)]
+    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    agent.reset()
+    solves_before = len(agent.solve_seconds)
+    calls = []
+    for _ in range(steps):
+        batch = obs[0] if n_envs == 1 else {k: np.stack([o[k] for o in obs]) for k in obs[0]}
+        t0 = time.perf_counter()
+        actions = agent.act(batch)
+        calls.append(time.perf_counter() - t0)
+        actions = actions[None] if n_envs == 1 else actions
+        for i, env in enumerate(envs):
+            obs[i], _, terminated, truncated, _ = env.step(actions[i])
+            if terminated or truncated:
+                obs[i] = env.reset(seed=seed + 1000 + i)[0]
+    solves = np.asarray(list(agent.solve_seconds)[solves_before:])
+    calls_ms = 1e3 * np.asarray(calls)
+    p = agent.planner_cfg
+    return {"checkpoint": checkpoint, "envs": n_envs, "act_calls": steps,
+            "planner": f"{p.num_samples} x {p.num_iterations}, horizon {p.horizon}, replan every {p.receding_horizon}",
+            "act_ms_p50": float(np.percentile(calls_ms, 50)), "act_ms_p95": float(np.percentile(calls_ms, 95)),
+            "solves": int(len(solves)),
+            "solve_ms_p50": float(1e3 * np.percentile(solves, 50)) if len(solves) else None,
+            "solve_ms_p95": float(1e3 * np.percentile(solves, 95)) if len(solves) else None}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoints", nargs="+", default=["pusht", "two_room"])
+    p.add_argument("--envs", type=int, nargs="+", default=[1, 50])
+    p.add_argument("--steps", type=int, default=30, help="act() calls per measurement")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/act_latency.json")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = [measure(c, n, args.steps, args.seed) for c in args.checkpoints for n in args.envs]
+    info = {"device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores)",
+            "torch": torch.__version__, "load_before": os.getloadavg()[0], "results": rows}
+    print(f"device: {info['device']}, load average before: {info['load_before']:.2f}")
+    print(f"{'checkpoint':>10} {'envs':>5} {'act p50 ms':>11} {'act p95 ms':>11} {'solves':>7} {'solve p50 ms':>13} "
+          f"{'solve p95 ms':>13}  planner")
+    for r in rows:
+        fmt = lambda v: f"{v:.1f}" if v is not None else "-"  # noqa: E731
+        print(f"{r['checkpoint']:>10} {r['envs']:>5} {r['act_ms_p50']:>11.1f} {r['act_ms_p95']:>11.1f} {r['solves']:>7} "
+              f"{fmt(r['solve_ms_p50']):>13} {fmt(r['solve_ms_p95']):>13}  {r['planner']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(info, indent=2))
+
+
+if __name__ == "__main__":
+    main()
