@@ -9,10 +9,14 @@ the file keeps its complete episodes; a killed parent leaves a readable file too
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import resource
+import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import gymnasium as gym
@@ -140,6 +144,23 @@ class _Stop:
         self.requested = True
 
 
+ROOM_MARGIN = 1 << 20  # bytes kept free for HDF5's own metadata when the file is closed
+
+
+def _size(path: str) -> int:
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def room_left(path: Path) -> tuple[int, str]:
+    """Bytes the rollout file may still grow by, and what limits it: the free disk space or the
+    process's file-size limit (RLIMIT_FSIZE, e.g. `ulimit -f`)."""
+    room, why = shutil.disk_usage(path.parent if path.parent.exists() else ".").free, "disk full"
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and soft - _size(str(path)) < room:
+        room, why = soft - _size(str(path)), "file-size limit (ulimit -f)"
+    return max(room, 0), why
+
+
 def collect(cfg: CollectConfig) -> dict[str, Any]:
     """Write `cfg.episodes` episodes to `cfg.out`; returns the summary (also stored as attributes)."""
     attrs = _file_attrs(cfg)
@@ -150,10 +171,20 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     codec, level = COMPRESSION[cfg.compression]
     writer = RolloutWriter(cfg.out, attrs, compression=codec, compression_opts=level, overwrite=cfg.overwrite)
     bar = Progress(cfg.episodes, f"collect {cfg.env_id}", unit="ep", enabled=cfg.progress)
+    stopped, growth = None, 0
     try:
         for ep in _episodes(cfg):
+            # A write that fails inside HDF5 (disk full, file-size limit) can leave the file
+            # unreadable; stop before it while the file still holds only complete episodes.
+            need = (2 * growth if growth else ep["pixels"].nbytes) + ROOM_MARGIN  # first: uncompressed size
+            room, why = room_left(Path(cfg.out))
+            if room < need:
+                stopped = f"{why}: {room / 2**20:.1f} MiB left, an episode needs up to {need / 2**20:.1f} MiB"
+                break
+            size_before = _size(cfg.out)
             writer.add_episode(ep["pixels"], ep["actions"], ep["observation"], ep["state"], ep["extra"],
                                ep["episode_info"])
+            growth = max(growth, _size(cfg.out) - size_before)
             infos.append(ep["episode_info"])
             frames += len(ep["pixels"])
             busy += ep["seconds"]
@@ -173,7 +204,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
         summary = {"episodes": len(infos), "frames": frames, "env_steps": steps, "wall_seconds": round(wall, 2),
                    "env_steps_per_s": round(steps / wall, 1) if wall > 0 else 0.0,
                    "env_steps_per_s_per_worker": round(steps / busy, 1) if busy > 0 else 0.0,
-                   "workers": cfg.workers, "interrupted": interrupted}
+                   "workers": cfg.workers, "interrupted": interrupted, "stopped": stopped}
         for key in sorted({k for info in infos for k in info}):
             summary[f"mean_{key}"] = round(float(np.mean([info[key] for info in infos if key in info])), 4)
         writer.close({"summary": summary})

@@ -107,3 +107,19 @@ def test_uncompressed_file_holds_the_same_data(tmp_path):
         assert np.array_equal(a.column("state")[:], b.column("state")[:])
     with pytest.raises(ValueError, match="--compression"):
         CollectConfig("lewm/TwoRoom-v0", 1, str(tmp_path / "z.h5"), compression="zstd")
+
+
+def test_a_file_size_limit_stops_collection_cleanly_with_complete_episodes(tmp_path):
+    import resource
+    out, limit = tmp_path / "d.h5", 1_600_000  # bytes: room for a few dozen 32 px episodes
+    run = subprocess.run(
+        [sys.executable, "-m", "lewm_agent", "collect", "--env", "lewm/TwoRoom-v0", "--episodes", "400",
+         "--image-size", "32", "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert run.returncode == 1, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "file-size limit (ulimit -f)" in lines[0] and "complete episodes" in lines[0]
+    with RolloutFile(out) as rf:
+        assert 1 <= rf.num_episodes < 400 and rf.episode_ends[-1] == rf.num_frames
+        assert rf.column("pixels")[rf.num_frames - 1].shape == (32, 32, 3)
+        assert rf.attr("summary")["stopped"].startswith("file-size limit")
