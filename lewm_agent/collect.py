@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import resource
 import shutil
 import signal
 import sys
@@ -18,6 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+try:
+    import resource  # POSIX only: the file-size limit (RLIMIT_FSIZE)
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 
 import gymnasium as gym
 import numpy as np
@@ -155,8 +159,8 @@ def room_left(path: Path) -> tuple[int, str]:
     """Bytes the rollout file may still grow by, and what limits it: the free disk space or the
     process's file-size limit (RLIMIT_FSIZE, e.g. `ulimit -f`)."""
     room, why = shutil.disk_usage(path.parent if path.parent.exists() else ".").free, "disk full"
-    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    if soft != resource.RLIM_INFINITY and soft - _size(str(path)) < room:
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE) if resource else (-1, None)
+    if resource and soft != resource.RLIM_INFINITY and soft - _size(str(path)) < room:
         room, why = soft - _size(str(path)), "file-size limit (ulimit -f)"
     return max(room, 0), why
 
