@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig, PlannerConfig
+from .plot import LOG_FILE
 from .world_model import WorldModel
 
 FORMAT_VERSION = 1
@@ -167,7 +168,7 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
     folder = resolve_checkpoint(path)
     _roll_forward(folder)
     if not (folder / CONFIG).is_file():
-        if (folder / "log.jsonl").is_file():
+        if (folder / LOG_FILE).is_file():
             raise FileNotFoundError(f"checkpoint {folder}: no checkpoint yet; the training run there has not "
                                     f"saved its first one (it saves every --ckpt-interval steps)")
         raise FileNotFoundError(f"checkpoint {folder}: no {CONFIG} (expected a folder with {WEIGHTS} and {CONFIG})")

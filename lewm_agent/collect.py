@@ -155,13 +155,13 @@ def _size(path: str) -> int:
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 
-def room_left(path: Path) -> tuple[int, str]:
-    """Bytes the rollout file may still grow by, and what limits it: the free disk space or the
-    process's file-size limit (RLIMIT_FSIZE, e.g. `ulimit -f`)."""
+def room_left(path: Path, size: int) -> tuple[int, str]:
+    """Bytes the rollout file (now `size` bytes) may still grow by, and what limits it: the free
+    disk space or the process's file-size limit (RLIMIT_FSIZE, e.g. `ulimit -f`)."""
     room, why = shutil.disk_usage(path.parent if path.parent.exists() else ".").free, "disk full"
-    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE) if resource else (-1, None)
-    if resource and soft != resource.RLIM_INFINITY and soft - _size(str(path)) < room:
-        room, why = soft - _size(str(path)), "file-size limit (ulimit -f)"
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else -1
+    if resource and soft != resource.RLIM_INFINITY and soft - size < room:
+        room, why = soft - size, "file-size limit (ulimit -f)"
     return max(room, 0), why
 
 
@@ -181,14 +181,14 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
             # A write that fails inside HDF5 (disk full, file-size limit) can leave the file
             # unreadable; stop before it while the file still holds only complete episodes.
             need = (2 * growth if growth else ep["pixels"].nbytes) + ROOM_MARGIN  # first: uncompressed size
-            room, why = room_left(Path(cfg.out))
+            size = _size(cfg.out)
+            room, why = room_left(Path(cfg.out), size)
             if room < need:
                 stopped = f"{why}: {room / 2**20:.1f} MiB left, an episode needs up to {need / 2**20:.1f} MiB"
                 break
-            size_before = _size(cfg.out)
             writer.add_episode(ep["pixels"], ep["actions"], ep["observation"], ep["state"], ep["extra"],
                                ep["episode_info"])
-            growth = max(growth, _size(cfg.out) - size_before)
+            growth = max(growth, _size(cfg.out) - size)
             infos.append(ep["episode_info"])
             frames += len(ep["pixels"])
             busy += ep["seconds"]

@@ -69,7 +69,7 @@ class CEMPlanner:
         c = self.cfg
         return (f"CEMPlanner(action_dim={self.action_dim}, samples={c.num_samples}, iterations={c.num_iterations}, "
                 f"elites={c.num_elites}, horizon={c.horizon}, std={c.std}, noise_beta={c.noise_beta}, "
-                f"device={torch.device(self.device).type})")
+                f"device={self.device.type})")
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(int(seed))

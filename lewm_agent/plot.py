@@ -46,18 +46,13 @@ def _figure(**kwargs: Any) -> Any:
     return Figure(**kwargs)
 
 
-def load_log(path: str | os.PathLike) -> Series:
-    """Read the trainer's log.jsonl into per-metric (steps, values) arrays.
-
-    A last line cut short (the trainer killed mid-write) is ignored; any other malformed
-    line is an error naming it.
-    """
+def log_rows(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
+    """(line, parsed row) of each non-blank line of a trainer log. A last line cut short (the
+    trainer killed mid-write) is dropped; any other malformed line is an error naming it."""
     path = Path(path)
-    lines = path.read_text().splitlines()
-    rows: dict[str, tuple[list[int], list[float]]] = {}
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    out = []
     for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
@@ -66,6 +61,18 @@ def load_log(path: str | os.PathLike) -> Series:
             raise ValueError(f"{path}: line {n} is not JSON ({e})") from None
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             raise ValueError(f"{path}: line {n}: expected a JSON object with an integer 'step', got {line[:80]!r}")
+        out.append((line, row))
+    return out
+
+
+def load_log(path: str | os.PathLike) -> Series:
+    """Read the trainer's log.jsonl into per-metric (steps, values) arrays.
+
+    A last line cut short (the trainer killed mid-write) is ignored; any other malformed
+    line is an error naming it.
+    """
+    rows: dict[str, tuple[list[int], list[float]]] = {}
+    for _, row in log_rows(path):
         for key, value in row.items():
             if key != "step" and isinstance(value, (int, float)):
                 steps, values = rows.setdefault(key, ([], []))

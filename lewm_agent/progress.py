@@ -30,7 +30,6 @@ class Progress:
         self.total, self.desc, self.unit, self.done = int(total), desc, unit, int(initial)
         self.stream = stream or sys.stderr
         self.interval, self.postfix = float(interval), ""
-        self.enabled = enabled
         self._bar = None
         self._plain = enabled and not (hasattr(self.stream, "isatty") and self.stream.isatty())
         if enabled and not self._plain:

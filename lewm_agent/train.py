@@ -32,12 +32,13 @@ from .data import (MemoryWindows, StreamWindows, WindowSpec, action_stats, check
                    window_starts)
 from .losses import embedding_stats, pred_loss, sigreg
 from .lock import RunLock
+from .plot import LOG_FILE, log_rows
 from .progress import Progress
 from .rollouts import RolloutFile
 from .world_model import WorldModel
 
 logger = logging.getLogger(__name__)
-STATE_FILE, LOG_FILE = "train_state.safetensors", "log.jsonl"
+STATE_FILE = "train_state.safetensors"
 # Fields that may change when a run is resumed; any other change is refused.
 RESUMABLE = {"steps", "eval_interval", "ckpt_interval", "log_interval", "workers", "device", "data_mode",
              "progress"}
@@ -161,22 +162,10 @@ def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
 
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be redone), and a last
-    line cut short by a kill mid-write; any other malformed line is an error naming it."""
+    line cut short by a kill mid-write (`log_rows`)."""
     if not path.exists():
         return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = []
-    for n, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines):
-                break
-            raise ValueError(f"{path}: line {n} is not JSON; fix or delete it to resume") from None
-        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
-            raise ValueError(f"{path}: line {n}: expected a JSON object with an integer 'step'")
-        if row["step"] <= step:
-            keep.append(line)
+    keep = [line for line, row in log_rows(path) if row["step"] <= step]
     atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
 
