@@ -8,7 +8,9 @@ Entry points are strings, so importing this package imports no simulator.
 """
 from __future__ import annotations
 
+import inspect
 import os
+from typing import Any
 
 import gymnasium as gym
 
@@ -26,6 +28,27 @@ for _id, (_entry, _steps) in ENV_IDS.items():
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_entry, max_episode_steps=_steps)
 
+
+
+def pixel_settings(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The effective constructor arguments of `env_id` that change its images (the class's
+    `pixel_kwargs`: image size, and e.g. Cube's render quality and camera), defaults filled in."""
+    cls = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+    params = inspect.signature(cls.__init__).parameters
+    merged = {**gym.spec(env_id).kwargs, **kwargs}
+    return {n: merged.get(n, params[n].default) for n in getattr(cls, "pixel_kwargs", ("image_size",))}
+
+
+def check_pixel_settings(env_id: str, data_kwargs: dict[str, Any], model_kwargs: dict[str, Any], what: str) -> None:
+    """ValueError naming each setting where images made with `data_kwargs` (described by `what`)
+    differ from those a model was trained on (`model_kwargs`): its latents would be meaningless."""
+    data, model = pixel_settings(env_id, data_kwargs), pixel_settings(env_id, model_kwargs)
+    diff = [f"{k}={data[k]!r} (the checkpoint's: {model[k]!r})" for k in data if data[k] != model[k]]
+    if diff:
+        raise ValueError(f"{what} renders {env_id} with {', '.join(diff)}; use data made with the "
+                         "checkpoint's env kwargs")
+
+
 from .experts import make_expert  # noqa: E402
 
-__all__ = ["ENV_IDS", "make_expert"]
+__all__ = ["ENV_IDS", "check_pixel_settings", "make_expert", "pixel_settings"]

@@ -32,6 +32,7 @@ class GoalPixelEnv(gym.Env):
     reaches). Subclasses implement the simulator hooks listed in the module docstring."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    pixel_kwargs: tuple[str, ...] = ("image_size",)  # constructor arguments that change the images
     env_id: str
     state_dim: int
     obs_dim: int

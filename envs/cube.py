@@ -25,8 +25,16 @@ Reset samples the start as OGBench's data-collection reset does (arm at a random
 table, cube at a random pose on the table, random target on the table); the goal state puts the cube
 at the target with the arm at another random pose, as OGBench builds its task goal images.
 
-Rendering: `render_quality="fast"` (default: no shadows, no multisampling, ~25 ms a frame with
-software EGL) or "full" (MuJoCo's/OGBench's defaults: 4096 px shadow map, 4x multisampling, ~130 ms).
+Rendering: `render_quality="fast"` (default: no shadows, no multisampling, 25-50 ms a 64 px frame
+with software EGL), "lite" (as fast, with the arm's 185k mesh faces clustered on a grid of
+0.64 / image_size metres, 1 cm at 64 px, to ~8k: ~6 ms, the same picture but for 1.5% of pixels
+on the arm's edges, mean |difference| 0.6 / 255; see mesh_lod.py) or "full" (MuJoCo's/
+OGBench's defaults: 4096 px shadow map, 4x multisampling, ~130 ms). Images differ between
+qualities, so a model is trained and evaluated with one.
+Memory: the CubeEnvs of a process share one OGBench simulator and one renderer per (size, quality)
+(`share_sim=True`, default): each env parks its full state when another one uses the simulator
+and restores it when it comes back, so results are bit-identical to private simulators and fifty
+envs cost ~0.4 GB instead of ~16 GB. Not thread-safe (neither is a private MuJoCo env).
 MuJoCo picks its GL backend when it is first imported, so MUJOCO_GL is set to "egl" here when unset.
 Worker processes: a process that has created a CubeEnv (a GL context) must not fork workers that
 render (software EGL hangs); fork before creating one, or use the "spawn" start method.
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 
 # MuJoCo fixes its GL backend when first imported: too late here if something imported it already.
 _LATE_GL_DEFAULT = "mujoco" in sys.modules and "MUJOCO_GL" not in os.environ
@@ -65,8 +74,11 @@ except (ImportError, AttributeError, RuntimeError) as err:
     raise RuntimeError(f"importing mujoco failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: "
                        f"{err!r}. {_GL_HELP}") from err
 
-RENDER_QUALITIES = {"fast": {"shadows": False, "multisamples": 0},
-                    "full": {"shadows": True, "multisamples": 4}}
+from .mesh_lod import simplified_render_model
+
+RENDER_QUALITIES = {"fast": {"shadows": False, "multisamples": 0, "mesh_cell": None},
+                    "lite": {"shadows": False, "multisamples": 0, "mesh_cell": 0.64},  # / image size
+                    "full": {"shadows": True, "multisamples": 4, "mesh_cell": None}}
 CAMERAS = ("front_pixels", "front")  # OGBench's cameras: the one of its pixel tasks, and the wider one
 _STATE_SPEC = (mujoco.mjtState.mjSTATE_TIME | mujoco.mjtState.mjSTATE_QPOS | mujoco.mjtState.mjSTATE_QVEL
                | mujoco.mjtState.mjSTATE_WARMSTART | mujoco.mjtState.mjSTATE_CTRL
@@ -79,6 +91,8 @@ CUBE_XYZ = slice(15, 18)  # the cube's xyz in a state row: [0] time, then qpos w
 def _make_renderer(model: mujoco.MjModel, size: int, render_quality: str) -> mujoco.Renderer:
     """An offscreen renderer with the quality preset's settings, or a RuntimeError saying how to get GL."""
     quality = RENDER_QUALITIES[render_quality]
+    if quality["mesh_cell"] is not None:  # metres per image pixel: 1 cm at 64 px, about a pixel there
+        model = simplified_render_model(model, quality["mesh_cell"] / size)
     model.vis.quality.offsamples = quality["multisamples"]  # read when the GL context is made
     try:
         renderer = mujoco.Renderer(model, height=size, width=size)
@@ -100,14 +114,54 @@ class _Sim(_OGBenchCubeEnv):
         return None
 
 
+class _Backend:
+    """An OGBench simulator and its renderers, one per (image size, quality), shared by CubeEnvs.
+
+    OGBench's env holds ~200 MB and a renderer (an OpenGL context with the meshes) ~125 MB; the
+    simulation is a function of the full state alone, so one simulator serves any number of envs
+    (see `CubeEnv._claim`). It lives while an env refers to it.
+    """
+
+    def __init__(self) -> None:
+        # "pixels" selects OGBench's colours for pixel tasks; visualize_info=False hides the target
+        # marker and the success colouring, which would leak the goal into the current image.
+        self.sim = _Sim(env_type="single", ob_type="pixels", width=64, height=64, visualize_info=False,
+                        mode="data_collection", terminate_at_goal=False)
+        self.sim.reset(seed=0)  # compiles the model; episodes are sampled from each env's np_random
+        model = self.sim.model
+        if mujoco.mj_stateSize(model, _STATE_SPEC) != CubeEnv.state_dim:
+            raise RuntimeError(f"OGBench's cube model changed: state size {mujoco.mj_stateSize(model, _STATE_SPEC)}"
+                               f" != {CubeEnv.state_dim}; this wrapper was written for ogbench 1.2")
+        self.initial_state = np.empty(CubeEnv.state_dim, dtype=np.float64)
+        mujoco.mj_getState(model, self.sim.data, self.initial_state, _STATE_SPEC)
+        self.user: weakref.ref | None = None  # the env whose state the simulator holds
+        self._renderers: dict[tuple[int, str], mujoco.Renderer] = {}
+        self.envs: weakref.WeakSet = weakref.WeakSet()  # the open envs using it
+
+    def renderer(self, size: int, quality: str) -> mujoco.Renderer:
+        if (size, quality) not in self._renderers:
+            self._renderers[size, quality] = _make_renderer(self.sim.model, size, quality)
+        return self._renderers[size, quality]
+
+    def close(self) -> None:
+        for r in self._renderers.values():
+            r.close()
+        self._renderers.clear()
+
+
+_SHARED: "weakref.WeakValueDictionary[str, _Backend]" = weakref.WeakValueDictionary()
+
+
 class CubeEnv(GoalPixelEnv):
     """OGBench's single-cube pick-and-place (MuJoCo) as a goal-image env; see the module docstring.
 
     Args: image_size, render_mode, terminate_on_success as in `GoalPixelEnv`; render_quality
-    ("fast" or OGBench's own); camera; render_size, render_goal: what `render()` returns.
+    ("fast", "lite" or OGBench's own "full"); camera; render_size, render_goal: what `render()`
+    returns; share_sim: share the process's simulator and renderers (identical results, ~1/50 memory).
     """
 
     env_id = "lewm/Cube-v0"  # its registered id: `reset(options={"goal_steps": k})` asks its expert
+    pixel_kwargs = ("image_size", "render_quality", "camera")
     state_dim = 76
     obs_dim = 28
     goal_dim = 3
@@ -115,32 +169,54 @@ class CubeEnv(GoalPixelEnv):
 
     def __init__(self, image_size: int = 64, render_mode: str | None = None, terminate_on_success: bool = True,
                  render_quality: str = "fast", camera: str = "front_pixels", render_size: int | None = 256,
-                 render_goal: str = "beside"):
+                 render_goal: str = "beside", share_sim: bool = True):
         if render_quality not in RENDER_QUALITIES:
             raise ValueError(f"render_quality: expected one of {sorted(RENDER_QUALITIES)}, got {render_quality!r}")
         if camera not in CAMERAS:
             raise ValueError(f"camera: expected one of {list(CAMERAS)}, got {camera!r}")
         super().__init__(image_size, render_mode, terminate_on_success, render_size, render_goal)
-        self.render_quality, self.camera = render_quality, camera
-        # "pixels" selects OGBench's colours for pixel tasks; visualize_info=False hides the target
-        # marker and the success colouring, which would leak the goal into the current image.
-        self._sim = _Sim(env_type="single", ob_type="pixels", width=self.image_size, height=self.image_size,
-                         visualize_info=False, mode="data_collection", terminate_at_goal=False)
-        self._sim.reset(seed=0)  # compiles the model; episodes are sampled from self.np_random
-        model = self._sim.model
-        if mujoco.mj_stateSize(model, _STATE_SPEC) != self.state_dim:
-            raise RuntimeError(f"OGBench's cube model changed: state size {mujoco.mj_stateSize(model, _STATE_SPEC)}"
-                               f" != {self.state_dim}; this wrapper was written for ogbench 1.2")
-        self._n_substeps = round(self._sim.control_timestep() / self._sim.physics_timestep())
+        self.render_quality, self.camera, self.share_sim = render_quality, camera, bool(share_sim)
+        backend = _SHARED.get("cube") if share_sim else None
+        if backend is None:
+            backend = _Backend()
+            if share_sim:
+                _SHARED["cube"] = backend
+        self._backend: _Backend | None = backend
+        backend.envs.add(self)
+        self._parked = backend.initial_state.copy()  # this env's state while another one simulates
+        model = backend.sim.model
+        self._n_substeps = round(backend.sim.control_timestep() / backend.sim.physics_timestep())
         self._cube_qpos = int(model.joint("object_joint_0").qposadr[0])  # xyz then quaternion wxyz
         if 1 + self._cube_qpos != CUBE_XYZ.start:  # pair_difficulty reads states without an env
             raise RuntimeError(f"OGBench's cube model changed: cube qpos address {self._cube_qpos} != 14")
-        self._renderer = _make_renderer(model, self.image_size, render_quality)
+        self._renderer = backend.renderer(self.image_size, render_quality)
+
+    # ------------------------------------------------------------ the shared simulator
+    def _claim(self) -> _Backend:
+        """Make the simulator hold this env's state: park the previous user's state, restore ours."""
+        b = self._backend
+        if b is None:
+            raise RuntimeError("this CubeEnv is closed")
+        user = b.user() if b.user is not None else None
+        if user is not self:
+            model, data = b.sim.model, b.sim.data
+            if user is not None:
+                mujoco.mj_getState(model, data, user._parked, _STATE_SPEC)
+            mujoco.mj_setState(model, data, self._parked, _STATE_SPEC)
+            mujoco.mj_forward(model, data)  # as `_forward`: the same derived quantities as before parking
+            mujoco.mj_rnePostConstraint(model, data)
+            b.user = weakref.ref(self)
+        return b
+
+    @property
+    def _sim(self) -> _OGBenchCubeEnv:
+        return self._claim().sim
 
     # ------------------------------------------------------------ public helpers
     @property
     def sim(self) -> _OGBenchCubeEnv:
-        """The wrapped OGBench env (for its oracles); drive the episode through this class only."""
+        """The wrapped OGBench env (for its oracles), holding this env's state; drive the episode
+        through this class only, and do not keep it across another CubeEnv's calls."""
         return self._sim
 
     def oracle_info(self) -> dict[str, Any]:
@@ -198,9 +274,16 @@ class CubeEnv(GoalPixelEnv):
         self._sync_target()
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        b, self._backend, self._renderer = self._backend, None, None
+        if b is None:
+            return
+        if b.user is not None and b.user() is self:
+            b.user = None
+        b.envs.discard(self)
+        if not b.envs:  # the last env of this simulator: free its GL contexts now, not at GC
+            b.close()
+            if _SHARED.get("cube") is b:
+                del _SHARED["cube"]
 
     # ------------------------------------------------------------ simulator hooks
     def _forward(self) -> None:

@@ -20,6 +20,8 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
+from lewm_envs import check_pixel_settings
+
 from .agent import LeWMAgent
 from .checkpoint import CheckpointMeta, weights_sha256
 from .data import split_episodes
@@ -184,14 +186,21 @@ def _random_policy(seed: int, space: gym.spaces.Box) -> Policy:
     return lambda obs, active: rng.uniform(space.low, space.high, (len(active), space.shape[0])).astype(np.float32)
 
 
-def summarize(successes: dict[int, np.ndarray], skipped: dict[int, int]) -> dict[str, Any]:
-    per_seed = {s: float(v.mean()) for s, v in successes.items()}
-    total = int(sum(v.sum() for v in successes.values()))
-    n = int(sum(len(v) for v in successes.values()))
-    lo, hi = wilson(total, n)
+def _rates(wins: dict[int, int], tries: dict[int, int]) -> dict[str, Any]:
+    per_seed = {s: wins[s] / tries[s] for s in wins}
+    total, n = int(sum(wins.values())), int(sum(tries.values()))
     rates = np.array(list(per_seed.values()))
     return {"success": total / n, "mean": float(rates.mean()), "std": float(rates.std(ddof=1)) if len(rates) > 1
-            else 0.0, "ci95": [lo, hi], "per_seed": per_seed, "n": n, "skipped": int(sum(skipped.values()))}
+            else 0.0, "ci95": list(wilson(total, n)), "per_seed": per_seed, "n": n}
+
+
+def summarize(successes: dict[int, np.ndarray], skipped: dict[int, int]) -> dict[str, Any]:
+    """Success over the pairs played (honest), and under the paper's protocol ("paper"): every drawn
+    pair counts, so a start that already satisfied the goal, skipped here, counts as a success."""
+    wins = {s: int(v.sum()) for s, v in successes.items()}
+    tries = {s: len(v) for s, v in successes.items()}
+    paper = _rates({s: wins[s] + skipped[s] for s in wins}, {s: tries[s] + skipped[s] for s in wins})
+    return {**_rates(wins, tries), "skipped": int(sum(skipped.values())), "paper": paper}
 
 
 def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None = None,
@@ -211,9 +220,8 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
         raise ValueError(f"checkpoint {cfg.checkpoint} was trained on {meta.env_id}, not {env_id}")
     env_kwargs = dict(rf.env_kwargs if rf else meta.env_kwargs)
     env_kwargs.pop("terminate_on_success", None)  # success at any step is tracked here
-    size, trained = env_kwargs.get("image_size"), meta.env_kwargs.get("image_size")
-    if size is not None and trained is not None and size != trained:
-        raise ValueError(f"image size: the data is {size} px but the checkpoint was trained on {trained} px")
+    if meta.env_id is not None:
+        check_pixel_settings(env_id, env_kwargs, meta.env_kwargs, f"--data: {cfg.data}" if rf else "the env")
     envs = [make_env(env_id, env_kwargs, cfg.budget) for _ in range(cfg.episodes)]
     probe = envs[0]
     space = probe.action_space
@@ -341,15 +349,27 @@ def _env_pairs(env: gym.Env, n: int, seed: int) -> tuple[list[Pair], int]:
 
 def markdown(report: dict[str, Any]) -> str:
     p = report["planning"]
+    rows = report["rows"]
+    paper = any(r["skipped"] for r in rows.values()) and all("paper" in r for r in rows.values())
     lines = [f"`{report['env_id']}` — {report['episodes_per_seed']} pairs x {len(report['seeds'])} seeds, "
-             f"goal +{report['goal_offset']} steps, budget {report['budget']}; held out: {report['held_out']}",
-             "", "| policy | success (mean ± std over seeds) | pooled [95% Wilson] | per seed | skipped | s/episode |",
-             "|---|---|---|---|---|---|"]
-    for name, r in report["rows"].items():
+             f"goal +{report['goal_offset']} steps, budget {report['budget']}; held out: {report['held_out']}", "",
+             "| policy | success (mean ± std over seeds) | pooled [95% Wilson] | per seed | skipped |"
+             + (" paper protocol (skipped = success) |" if paper else "") + " s/episode |",
+             "|---|---|---|---|---|" + ("---|" if paper else "") + "---|"]
+    for name, r in rows.items():
         seeds = " / ".join(f"{100 * v:.0f}" for v in r["per_seed"].values())
+        extra = ""
+        if paper:
+            q = r["paper"]
+            extra = (f" {100 * q['mean']:.1f} ± {100 * q['std']:.1f}% [{100 * q['ci95'][0]:.1f}, "
+                     f"{100 * q['ci95'][1]:.1f}] |")
         lines.append(f"| {name} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f}% | {100 * r['success']:.1f}% "
-                     f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | {seeds} | {r['skipped']} | "
+                     f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | {seeds} | {r['skipped']} |{extra} "
                      f"{r['seconds_per_episode']:.2f} |")
+    if paper:
+        lines += ["", "Success is over the pairs played; pairs whose start already satisfied the goal were "
+                      "skipped and redrawn (\"skipped\"). The paper's protocol keeps them and counts them as "
+                      "successes: (successes + skipped) / (pairs + skipped), per seed; its interval is pooled."]
     if p["median_s_per_solve"] is not None:
         lines += ["", f"Planning ({report['device']}, {report['precision']}): {p['solves']} batched solves of "
                       f"{p['envs_per_solve']} envs, median {p['median_s_per_solve']:.2f} s, p95 "

@@ -18,6 +18,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from lewm_envs import check_pixel_settings
+
 from .device import resolve_device
 from .checkpoint import load_checkpoint
 from .data import split_episodes
@@ -144,9 +146,7 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
     with RolloutFile(cfg.data) as rf:
         if rf.env_id != meta.env_id:
             raise ValueError(f"--data: {cfg.data} holds {rf.env_id!r} episodes, the checkpoint is for {meta.env_id!r}")
-        size, trained = rf.env_kwargs.get("image_size"), meta.env_kwargs.get("image_size")
-        if size is not None and trained is not None and size != trained:
-            raise ValueError(f"--data: {cfg.data} holds {size} px images, the checkpoint was trained on {trained} px")
+        check_pixel_settings(meta.env_id, rf.env_kwargs, meta.env_kwargs, f"--data: {cfg.data}")
         env_class(meta.env_id)  # refuse an env without probe quantities before embedding any frame
         for col in ("state", "observation"):
             if col not in rf.file:

@@ -187,3 +187,76 @@ def test_expert_samples_new_targets(oracle, monkeypatch):
     np.testing.assert_array_equal(np.random.get_state()[1], global_rng)  # global RNG untouched
     assert CubeExpert.collect_env_kwargs == {"terminate_on_success": False}
     e.close()
+
+
+def _play(envs, steps=len(ACTIONS)):
+    """Reset each env with its own seed, then step them in turn (interleaved): every output."""
+    out = [o[k] for i, e in enumerate(envs) for o in [e.reset(seed=20 + i)[0]] for k in ("pixels", "goal")]
+    for a in ACTIONS[:steps]:
+        for e in envs:
+            o = e.step(a)[0]
+            out += [o["pixels"], o["observation"], e.get_state(), e.render_state(e.goal_state)]
+    return out
+
+
+def test_shared_simulator_is_bit_identical_to_private_ones():
+    private = [CubeEnv(share_sim=False) for _ in range(2)]
+    shared = [CubeEnv() for _ in range(2)]
+    assert private[0]._backend is not private[1]._backend and shared[0]._backend is shared[1]._backend
+    for a, b in zip(_play(private), _play(shared)):
+        np.testing.assert_array_equal(a, b)
+    # an env handed another one's state and goal mid-episode continues exactly as that one would
+    shared[0].reset(options={"state": shared[1].get_state(), "goal_state": shared[1].goal_state})
+    np.testing.assert_array_equal(shared[0].step(ACTIONS[0])[0]["pixels"], shared[1].step(ACTIONS[0])[0]["pixels"])
+    shared[0].close()
+    shared[1].step(ACTIONS[1])  # closing one leaves the other working
+    with pytest.raises(RuntimeError, match="closed"):
+        shared[0].get_state()
+    backend = shared[1]._backend
+    for e in private + shared:
+        e.close()
+    assert not any(e in backend.envs for e in shared)
+    assert ("cube" in cube._SHARED) == bool(backend.envs)  # the last env to close frees the simulator
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc for resident memory")
+def test_many_envs_cost_little_memory():
+    def rss_mb():
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    first = CubeEnv()
+    first.reset(seed=0)
+    before = rss_mb()
+    more = [CubeEnv() for _ in range(6)]
+    for i, e in enumerate(more):
+        e.reset(seed=i)
+        e.step(ACTIONS[0])
+    per_env = (rss_mb() - before) / len(more)
+    assert per_env < 20, f"{per_env:.0f} MB per extra env (a private simulator and renderer cost ~300 MB)"
+    for e in [first] + more:
+        e.close()
+
+
+def test_lite_quality_draws_fewer_faces_and_the_same_picture(env):
+    from lewm_envs.mesh_lod import simplified_render_model
+    model = env.sim.model
+    faces = int(model.mesh_facenum.sum())
+    coarse = simplified_render_model(model, 0.01)
+    assert int(coarse.mesh_facenum.sum()) < faces / 5 and int(model.mesh_facenum.sum()) == faces  # a copy
+    assert (coarse.mesh_facenum > 0).all()
+    with pytest.raises(ValueError, match="cell"):
+        simplified_render_model(model, 0.0)
+    fast, lite = CubeEnv(share_sim=False), CubeEnv(render_quality="lite", share_sim=False)
+    a, b = fast.reset(seed=4)[0], lite.reset(seed=4)[0]
+    np.testing.assert_array_equal(a["observation"], b["observation"])  # the physics is the same
+    diff = np.abs(a["pixels"].astype(int) - b["pixels"].astype(int))
+    assert 0 < diff.mean() < 2 and (diff.max(-1) > 32).mean() < 0.03
+    fast.close()
+    lite.close()
+
+
+def test_pixel_settings_of_a_checkpoint_and_its_data_must_agree():
+    assert lewm_envs.pixel_settings("lewm/Cube-v0", {}) == {"image_size": 64, "render_quality": "fast",
+                                                           "camera": "front_pixels"}
+    lewm_envs.check_pixel_settings("lewm/Cube-v0", {"render_quality": "fast"}, {}, "data")  # defaults filled in
+    with pytest.raises(ValueError, match=r"render_quality='lite' \(the checkpoint's: 'fast'\)"):
+        lewm_envs.check_pixel_settings("lewm/Cube-v0", {"render_quality": "lite"}, {}, "--data: x.h5")

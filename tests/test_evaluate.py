@@ -3,7 +3,7 @@ import pytest
 
 from lewm_agent.cli import main
 from lewm_agent.collect import CollectConfig, collect
-from lewm_agent.evaluate import EvalConfig, Pair, evaluate, markdown, sample_pairs, wilson
+from lewm_agent.evaluate import EvalConfig, Pair, evaluate, markdown, sample_pairs, summarize, wilson
 from lewm_agent.rollouts import RolloutFile
 
 
@@ -11,6 +11,25 @@ def test_wilson_interval():
     lo, hi = wilson(45, 50)
     assert 0.78 < lo < 0.8 and 0.95 < hi < 0.97
     assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+
+
+def test_honest_and_paper_protocol_columns_by_hand():
+    # seed 0: 3 of 4 played pairs succeed, 1 start was already solved; seed 1: 1 of 4, 3 skipped
+    row = summarize({0: np.array([1, 1, 1, 0], bool), 1: np.array([0, 0, 1, 0], bool)}, {0: 1, 1: 3})
+    assert row["success"] == 4 / 8 and row["per_seed"] == {0: 0.75, 1: 0.25} and row["skipped"] == 4
+    paper = row["paper"]  # skipped starts count as drawn pairs that succeeded
+    assert paper["per_seed"] == {0: 4 / 5, 1: 4 / 7} and paper["success"] == 8 / 12 and paper["n"] == 12
+    assert paper["mean"] == pytest.approx((4 / 5 + 4 / 7) / 2)
+    assert paper["std"] == pytest.approx(np.std([4 / 5, 4 / 7], ddof=1))
+    assert paper["ci95"] == list(wilson(8, 12))
+    report = {"env_id": "e", "episodes_per_seed": 4, "seeds": [0, 1], "goal_offset": 5, "budget": 9,
+              "held_out": "x", "rows": {"lewm": {**row, "seconds_per_episode": 1.0}},
+              "planning": {"median_s_per_solve": None}}
+    text = markdown(report)
+    assert "paper protocol" in text and "| 68.6 ± 16.2% [39.1, 86.2] |" in text
+    none_skipped = summarize({0: np.array([1, 0], bool)}, {0: 0})
+    report["rows"] = {"lewm": {**none_skipped, "seconds_per_episode": 1.0}}
+    assert "paper protocol" not in markdown(report)  # nothing was skipped: one column says it all
 
 
 def test_pairs_come_from_the_given_episodes_at_the_offset_and_are_seeded(two_room_data):
@@ -68,7 +87,7 @@ def test_bad_input_gives_a_message_and_exit_status(two_room_data, two_room_ck, t
     other = tmp_path / "tr96.h5"
     collect(CollectConfig("lewm/TwoRoom-v0", 3, str(other), env_kwargs={"image_size": 48}, progress=False))
     assert main(["eval", "--checkpoint", str(two_room_ck), "--data", str(other)]) == 2
-    assert "the data is 48 px but the checkpoint was trained on 32 px" in capsys.readouterr().err
+    assert "with image_size=48 (the checkpoint's: 32)" in capsys.readouterr().err
     with pytest.raises(ValueError, match="exactly one"):
         EvalConfig(checkpoint="x")
     with pytest.raises(ValueError, match="--episodes"):
