@@ -30,10 +30,28 @@ for _id, (_entry, _steps) in ENV_IDS.items():
 
 
 
+def env_class(env_id: str) -> type:
+    """The class registered as `env_id` (imports its simulator)."""
+    return gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+
+
+def check_kwargs(what: str, cls: type, kwargs: Any) -> None:
+    """ValueError naming `what` (e.g. "--env-kwargs") unless `kwargs` is a dict whose keys
+    `cls(...)` accepts: one line instead of a TypeError from deep inside gym.make."""
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{what}: expected a JSON object of keyword arguments, got {kwargs!r}")
+    params = inspect.signature(cls.__init__).parameters
+    known = sorted(n for n, p in params.items()
+                   if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise ValueError(f"{what}: unknown key(s) {unknown} for {cls.__name__}; known: {known}")
+
+
 def pixel_settings(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The effective constructor arguments of `env_id` that change its images (the class's
     `pixel_kwargs`: image size, and e.g. Cube's render quality and camera), defaults filled in."""
-    cls = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+    cls = env_class(env_id)
     params = inspect.signature(cls.__init__).parameters
     merged = {**gym.spec(env_id).kwargs, **kwargs}
     return {n: merged.get(n, params[n].default) for n in getattr(cls, "pixel_kwargs", ("image_size",))}
@@ -51,4 +69,4 @@ def check_pixel_settings(env_id: str, data_kwargs: dict[str, Any], model_kwargs:
 
 from .experts import make_expert  # noqa: E402
 
-__all__ = ["ENV_IDS", "check_pixel_settings", "make_expert", "pixel_settings"]
+__all__ = ["ENV_IDS", "check_kwargs", "check_pixel_settings", "env_class", "make_expert", "pixel_settings"]

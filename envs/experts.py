@@ -33,8 +33,15 @@ class Expert(Protocol):
     def episode_info(self) -> dict[str, float]: ...
 
 
-def make_expert(env_id: str, **kwargs: Any) -> Expert:
+def expert_class(env_id: str) -> type:
     if env_id not in EXPERTS:
         raise ValueError(f"no scripted expert for {env_id!r}; experts exist for {sorted(EXPERTS)}")
     module, name = EXPERTS[env_id].split(":")
-    return getattr(importlib.import_module(module), name)(**kwargs)
+    return getattr(importlib.import_module(module), name)
+
+
+def make_expert(env_id: str, **kwargs: Any) -> Expert:
+    cls = expert_class(env_id)
+    from . import check_kwargs  # here: the package imports this module while it loads
+    check_kwargs("expert kwargs", cls, kwargs)
+    return cls(**kwargs)

@@ -29,6 +29,9 @@ from .world_model import WorldModel
 CPU_CHUNK = 2048  # imagined sequences per rollout call on CPU (cache-sized; see LeWMAgent.plan)
 
 
+MIN_IMAGE_SIZE = 8
+
+
 def _image_batch(obs: Mapping, key: str) -> np.ndarray:
     if key not in obs:
         raise ValueError(f"obs[{key!r}]: missing; expected a uint8 image (H, W, 3) or batch (N, H, W, 3) "
@@ -41,6 +44,11 @@ def _image_batch(obs: Mapping, key: str) -> np.ndarray:
         raise ValueError(f"obs[{key!r}]: expected dtype uint8 (H, W, 3) or (N, H, W, 3), got {x.dtype}")
     if x.ndim not in (3, 4) or x.shape[-1] != 3:
         raise ValueError(f"obs[{key!r}]: expected shape (H, W, 3) or (N, H, W, 3), got {x.shape}")
+    if x.shape[-3] != x.shape[-2] or x.shape[-2] < MIN_IMAGE_SIZE:
+        # Other square sizes are resized to the model's (bilinear, antialiased); a stretched or
+        # near-empty image would give a latent the model never saw.
+        raise ValueError(f"obs[{key!r}]: expected square images of at least {MIN_IMAGE_SIZE} px (crop first), "
+                         f"got {x.shape[-3]}x{x.shape[-2]}")
     return x
 
 
@@ -64,6 +72,10 @@ class LeWMAgent:
     imagined rollouts; it returns actions in the env's action space, for one observation or a
     batch from a vector env. `predict` is stable-baselines3's policy interface. Build it with
     `LeWMAgent.from_pretrained("pusht")` (a shipped name or a checkpoint folder).
+
+    Images are uint8 (H, W, 3), square, at least 8 px; a size other than the model's
+    `cfg.image_size` is resized to it (bilinear, antialiased), so feed the size the checkpoint's
+    env renders (`lewm_agent.make_env(checkpoint)`) for the results its card reports.
     """
 
     def __init__(self, model: WorldModel, meta: CheckpointMeta, device: str | torch.device = "auto",

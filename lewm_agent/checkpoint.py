@@ -13,6 +13,8 @@ import dataclasses
 import hashlib
 import importlib.resources
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +50,17 @@ class CheckpointMeta:
     def __post_init__(self) -> None:
         n = self.model.action_dim
         for name in ("action_mean", "action_std", "action_low", "action_high"):
-            value = tuple(float(v) for v in getattr(self, name))
-            if len(value) != n:
-                raise ValueError(f"{name}: expected {n} values (model action_dim), got {len(value)}")
-            object.__setattr__(self, name, value)
+            raw = getattr(self, name)
+            if (isinstance(raw, (str, bytes)) or not hasattr(raw, "__len__") or len(raw) != n
+                    or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                               and math.isfinite(v) for v in raw)):
+                raise ValueError(f"{name}: expected {n} finite numbers (model action_dim), got {raw!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in raw))
+        if self.env_id is not None and not isinstance(self.env_id, str):
+            raise ValueError(f"env_id: expected a string or null, got {self.env_id!r}")
+        for name in ("env_kwargs", "training"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name}: expected an object, got {getattr(self, name)!r}")
         if min(self.action_std) <= 0:
             raise ValueError(f"action_std: must be > 0, got {self.action_std}")
         if any(lo > hi for lo, hi in zip(self.action_low, self.action_high)):
@@ -78,9 +87,15 @@ class CheckpointMeta:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"config.json: unknown field(s) {unknown}")
-        d["model"] = ModelConfig.from_dict(d["model"])
-        d["planner"] = PlannerConfig.from_dict(d.get("planner", {}))
-        return cls(**d)
+        for name in ("model", "planner"):
+            if not isinstance(d.get(name, {}), dict):
+                raise ValueError(f"config.json: {name}: expected an object, got {d[name]!r}")
+        try:
+            d["model"] = ModelConfig.from_dict(d["model"])
+            d["planner"] = PlannerConfig.from_dict(d.get("planner", {}))
+            return cls(**d)
+        except ValueError as e:
+            raise ValueError(f"config.json: {e}") from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -27,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 import lewm_envs
-from lewm_envs.experts import EXPERTS
+from lewm_envs.experts import EXPERTS, expert_class
 
 from .progress import Progress
 from .rollouts import RolloutWriter
@@ -64,6 +64,8 @@ class CollectConfig:
             raise ValueError(f"--compression: expected one of {sorted(COMPRESSION)}, got {self.compression!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max-steps: must be >= 1, got {self.max_steps}")
+        lewm_envs.check_kwargs("--env-kwargs", lewm_envs.env_class(self.env_id), self.env_kwargs)
+        lewm_envs.check_kwargs("--expert-kwargs", expert_class(self.env_id), self.expert_kwargs)
 
 
 # ------------------------------------------------------------------ worker side

@@ -8,10 +8,35 @@ one place; configs are never mutated after construction (use `dataclasses.replac
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 ENCODERS = ("vit", "cnn")
+
+
+def _check_types(cfg: Any) -> None:
+    """ValueError naming the first field whose value is not of its declared type (a string where a
+    number belongs, null, a list...), whether it came from a flag, JSON or a checkpoint's config.json.
+    Sizes (int fields) must also be >= 1, floats finite."""
+    for f in dataclasses.fields(cfg):
+        v, kind = getattr(cfg, f.name), str(f.type)
+        if kind == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            expected = "an int >= 1"
+        elif kind == "float":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            expected = "a finite number"
+        elif kind == "bool":
+            ok, expected = isinstance(v, bool), "true or false"
+        elif kind == "str":
+            ok, expected = isinstance(v, str), "a string"
+        else:  # tuple[int, ...]
+            ok = (isinstance(v, (list, tuple)) and len(v) > 0
+                  and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in v))
+            expected = "a non-empty list of ints >= 1"
+        if not ok:
+            raise ValueError(f"{type(cfg).__name__}.{f.name}: expected {expected}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +66,7 @@ class ModelConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.encoder not in ENCODERS:
             raise ValueError(f"ModelConfig.encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.encoder == "vit" and self.image_size % self.patch_size:
@@ -52,9 +78,6 @@ class ModelConfig:
                 f"(= {2 ** len(self.cnn_channels)})")
         if self.encoder == "vit" and self.encoder_width % self.encoder_heads:
             raise ValueError("ModelConfig.encoder_width must be a multiple of encoder_heads")
-        for name in ("image_size", "latent_dim", "action_dim", "frameskip", "history", "predictor_depth"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         object.__setattr__(self, "cnn_channels", tuple(int(c) for c in self.cnn_channels))
@@ -97,9 +120,7 @@ class PlannerConfig:
                                        # or the "min" over the horizon's frames (reach the goal at any step)
 
     def __post_init__(self) -> None:
-        for name in ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"PlannerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        _check_types(self)
         if self.cost not in ("final", "min"):
             raise ValueError(f"PlannerConfig.cost must be 'final' or 'min', got {self.cost!r}")
         if self.num_elites > self.num_samples:

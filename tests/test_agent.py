@@ -119,6 +119,8 @@ def test_plans_move_the_dot_towards_its_goal(trained_checkpoint):
     ({"pixels": np.zeros((32, 32), np.uint8), "goal": np.zeros((32, 32), np.uint8)}, r"shape \(H, W, 3\)"),
     ({"pixels": np.zeros((32, 32, 3), np.uint8), "goal": np.zeros((16, 16, 3), np.uint8)}, "differs"),
     ([np.zeros((32, 32, 3), np.uint8)], "expected a dict"),
+    ({"pixels": np.zeros((32, 24, 3), np.uint8), "goal": np.zeros((32, 24, 3), np.uint8)}, "square images"),
+    ({"pixels": np.zeros((1, 1, 3), np.uint8), "goal": np.zeros((1, 1, 3), np.uint8)}, "at least 8 px"),
 ])
 def test_bad_observations_raise(agent, obs, message):
     with pytest.raises(ValueError, match=message):

@@ -96,6 +96,11 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert main(["collect", "--env", "lewm/TwoRoom-v0", "--episodes", "1", "--out", str(tmp_path / "y.h5"),
                  "--env-kwargs", "[1]"]) == 2
     assert "--env-kwargs: expected a JSON object" in capsys.readouterr().err
+    for flag, cls in (("--env-kwargs", "TwoRoomEnv"), ("--expert-kwargs", "TwoRoomExpert")):
+        assert main(["collect", "--env", "lewm/TwoRoom-v0", "--episodes", "1", "--out", str(tmp_path / "y.h5"),
+                     flag, '{"bogus": 1}']) == 2
+        assert f"{flag}: unknown key(s) ['bogus'] for {cls}; known: [" in capsys.readouterr().err
+    assert not (tmp_path / "y.h5").exists()
 
 
 def test_uncompressed_file_holds_the_same_data(tmp_path):

@@ -1,18 +1,20 @@
 """What is on disk stays loadable through kills and bad files; bad data is refused by name."""
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 import lewm_agent.checkpoint as ckpt_mod
-from lewm_agent import WorldModel, preset
+from lewm_agent import ModelConfig, PlannerConfig, WorldModel, preset
 from lewm_agent.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from lewm_agent.data import check_actions
 from lewm_agent.lock import LOCK_FILE, RunLock
@@ -136,3 +138,59 @@ def test_planner_and_model_json_share_one_convention_and_refuse_unknown_keys(cap
     assert "--planner: unknown key(s) ['samples']" in capsys.readouterr().err
     assert main(["train", "--data", "x.h5", "--out", str(tmp_path / "t"), "--model", '{"latent": 3}']) == 2
     assert "--model: unknown key(s) ['latent']" in capsys.readouterr().err
+
+
+# Values of the wrong JSON type for any config field: each must be refused by name, never as a TypeError.
+_WRONG = st.one_of(st.none(), st.text(max_size=5), st.lists(st.integers(), max_size=2),
+                   st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
+                   st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not math.isfinite(x)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(cls=st.sampled_from([ModelConfig, PlannerConfig]), data=st.data())
+def test_config_fields_of_the_wrong_type_are_refused_by_name(cls, data):
+    field = data.draw(st.sampled_from([f.name for f in fields(cls)]))
+    value = data.draw(_WRONG)
+    base = preset("tiny").to_dict() if cls is ModelConfig else PlannerConfig().to_dict()
+    if isinstance(value, list) and field == "cnn_channels" and value and all(v >= 1 for v in value):
+        return  # a valid channel list
+    with pytest.raises(ValueError, match=field):
+        cls.from_dict({**base, field: value})
+
+
+@settings(max_examples=40, deadline=None)
+@given(key=st.sampled_from(["model", "planner", "action_mean", "action_std", "env_id", "env_kwargs"]),
+       value=st.one_of(st.none(), st.text(max_size=4), st.integers(), st.lists(st.text(max_size=2), max_size=3)))
+def test_a_config_json_with_wrong_types_is_one_line(tmp_path_factory, key, value):
+    model = WorldModel(preset("tiny", action_dim=2))
+    folder = tmp_path_factory.mktemp("ck")
+    save_checkpoint(folder, model, meta_of(model))
+    cfg = json.loads((folder / "config.json").read_text())
+    if key == "env_id" and (value is None or isinstance(value, str)):
+        return  # both are valid
+    if key == "planner" and value is None:
+        return  # unchanged default
+    cfg[key] = value
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=f"config.json: .*{key}"):
+        load_checkpoint(folder)
+
+
+def test_from_pretrained_refuses_planner_values_of_the_wrong_type():
+    from lewm_agent import LeWMAgent
+    with pytest.raises(ValueError, match="num_samples: expected an int >= 1, got '32'"):
+        LeWMAgent.from_pretrained("two_room", num_samples="32")
+    with pytest.raises(ValueError, match="std: expected a finite number"):
+        LeWMAgent.from_pretrained("two_room", std=float("nan"))
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), c=st.integers(1, 4))
+def test_observation_images_are_square_rgb_or_refused(h, w, c):
+    from lewm_agent.agent import MIN_IMAGE_SIZE, _image_batch
+    img = np.zeros((h, w, c), np.uint8)
+    if h == w >= MIN_IMAGE_SIZE and c == 3:
+        assert _image_batch({"pixels": img}, "pixels").shape == img.shape
+    else:
+        with pytest.raises(ValueError, match=r"obs\['pixels'\]"):
+            _image_batch({"pixels": img}, "pixels")
