@@ -20,7 +20,8 @@ CHECKPOINT_HELP = "checkpoint folder, or a shipped name: pusht, two_room, cube"
 
 # ------------------------------------------------------------------- train
 TRAIN_HELP = {
-    "steps": "optimizer steps in all", "batch_size": "training windows per step",
+    "steps": "optimizer steps in all",
+    "batch_size": "training windows per step; under torchrun the global batch, split evenly over the processes",
     "warmup_steps": "linear learning-rate warm-up, then cosine decay to 0",
     "val_windows": "fixed validation windows", "eval_interval": "steps between validations",
     "ckpt_interval": "steps between checkpoints (what an interruption can lose)",
@@ -30,6 +31,7 @@ TRAIN_HELP = {
     "bn_batches": "training batches that re-estimate BatchNorm statistics before validating and saving (0: off)",
     "lr": "peak AdamW learning rate", "weight_decay": "AdamW weight decay", "grad_clip": "gradient-norm clip",
     "val_fraction": "share of episodes held out for validation",
+    "dist_timeout": "torchrun: seconds a process waits for the others before the job fails",
 }
 
 
@@ -42,7 +44,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     for name in ("steps", "batch_size", "warmup_steps", "val_windows", "eval_interval", "ckpt_interval",
                  "log_interval", "seed", "workers", "num_projections", "knots", "bn_batches"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name], help=TRAIN_HELP[name])
-    for name in ("lr", "weight_decay", "grad_clip", "val_fraction"):
+    for name in ("lr", "weight_decay", "grad_clip", "val_fraction", "dist_timeout"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=defaults[name], help=TRAIN_HELP[name])
     p.add_argument("--sigreg-weight", type=float, default=None,
                    help="lambda, against the prediction loss summed over the latent dimensions (default: "

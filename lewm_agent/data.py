@@ -80,8 +80,10 @@ def action_stats(actions: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.
 class WindowSpec:
     history: int
     frameskip: int
-    batch_size: int
+    batch_size: int                 # the global batch: with `world` ranks each draws batch_size / world
     seed: int
+    rank: int = 0
+    world: int = 1
 
     @property
     def span(self) -> int:  # rows from the first to the last frame of a window
@@ -94,9 +96,12 @@ class WindowSpec:
         return starts[:, None] + np.arange(self.span)  # (B, h*fs): rows of the h action blocks
 
     def draw(self, starts: np.ndarray, step: int) -> np.ndarray:
-        """The window starts of batch `step`: uniform with replacement, seeded by (seed, step)."""
+        """The window starts of batch `step`: uniform with replacement, seeded by (seed, step); under
+        torchrun, this rank's disjoint slice of that global batch (so ranks need no sampler state)."""
         rng = np.random.default_rng([self.seed, step])
-        return np.sort(starts[rng.integers(0, len(starts), self.batch_size)])
+        batch = np.sort(starts[rng.integers(0, len(starts), self.batch_size)])
+        per = self.batch_size // self.world
+        return batch[self.rank * per:(self.rank + 1) * per]
 
 
 def _blocks(norm_actions: np.ndarray, rows: np.ndarray, spec: WindowSpec) -> np.ndarray:

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.distributed as dist
 
+from .distributed import active, sum_over_ranks
+
 
 def pred_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Next-embedding prediction loss (LeWM eq. 2): mean over batch and time of ||pred - target||^2.
@@ -28,10 +30,9 @@ def pred_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _global_mean(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Average a batch mean over all ranks (differentiably); returns it and the world size."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        import torch.distributed.nn.functional as dist_nn  # differentiable all_reduce
+    if active():
         world = dist.get_world_size()
-        return dist_nn.all_reduce(x, op=dist.ReduceOp.SUM) / world, world
+        return sum_over_ranks(x) / world, world
     return x, 1
 
 
@@ -43,7 +44,8 @@ def random_directions(dim: int, num_projections: int, device: torch.device | str
 
 
 def sigreg(z: torch.Tensor, num_projections: int = 1024, knots: int = 17, *,
-           generator: torch.Generator | None = None, directions: torch.Tensor | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, directions: torch.Tensor | None = None,
+           reduce: bool = True) -> torch.Tensor:
     """Sketched Isotropic Gaussian Regularizer (LeJEPA, arXiv 2511.08544; LeWM eq. 3).
 
     z: embeddings (N, D), or (T, N, D) to regularise each time step over the batch.
@@ -60,6 +62,7 @@ def sigreg(z: torch.Tensor, num_projections: int = 1024, knots: int = 17, *,
     Under torch.distributed the empirical characteristic function is a batch mean, so
     it is all-reduced and N is the global batch: the statistic of the global batch.
     All ranks must then draw the same directions (seed `generator` identically).
+    `reduce=False`: this rank's batch alone (e.g. validation on one rank).
     """
     if z.dim() == 2:
         z = z.unsqueeze(0)                                   # (1, N, D)
@@ -82,7 +85,7 @@ def sigreg(z: torch.Tensor, num_projections: int = 1024, knots: int = 17, *,
 
         x = (z @ directions.to(z.device, torch.float32)).unsqueeze(-1) * t  # (T, N, M, K)
         ecf = torch.stack([x.cos().mean(1), x.sin().mean(1)])            # (2, T, M, K) batch means
-        ecf, world = _global_mean(ecf)
+        ecf, world = _global_mean(ecf) if reduce else (ecf, 1)
         err = (ecf[0] - phi).square() + ecf[1].square()                  # (T, M, K)
         statistic = (err @ weights) * (z.shape[1] * world)               # (T, M)
     return statistic.mean()

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from .device import resolve_device
 from .checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint, save_tensors_atomic
 from .config import PRESETS, PlannerConfig, preset
 from .data import (MemoryWindows, StreamWindows, WindowSpec, action_stats, check_actions, split_episodes,
                    window_starts)
+from .distributed import Ranks, barrier, mean_over_ranks, setup, teardown, use_global_batchnorm
 from .losses import embedding_stats, pred_loss, sigreg
 from .lock import RunLock
 from .plot import LOG_FILE, log_rows
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "train_state.safetensors"
 # Fields that may change when a run is resumed; any other change is refused.
 RESUMABLE = {"steps", "eval_interval", "ckpt_interval", "log_interval", "workers", "device", "data_mode",
-             "progress"}
+             "progress", "dist_timeout"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class TrainConfig:
     weights_dtype: str = "float32"       # storage of the exported model.safetensors
     precision: str = "auto"              # autocast: "auto" (bf16 on CUDA, fp32 elsewhere), "fp32" or "bf16"
     progress: bool = True
+    dist_timeout: float = 600.0          # torchrun: seconds a rank waits for the others before failing
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -88,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"bn_batches: must be >= 0, got {self.bn_batches}")
         if self.batch_size < 2:
             raise ValueError("batch_size: SIGReg needs at least 2 samples per batch")
+        if not 0 < self.dist_timeout < math.inf:
+            raise ValueError(f"dist_timeout: expected a positive number of seconds, got {self.dist_timeout}")
 
 
 def default_sigreg_weight(preset_name: str, latent_dim: int) -> float:
@@ -235,7 +238,7 @@ def evaluate(model: WorldModel, source: MemoryWindows | StreamWindows, starts: n
         totals["pred_loss"] += float(pred_loss(pred, emb[:, 1:])) / len(chunks)
         g.manual_seed(cfg.seed)
         totals["sigreg_loss"] += float(sigreg(emb.transpose(0, 1), cfg.num_projections, cfg.knots,
-                                              generator=g)) / len(chunks)
+                                              generator=g, reduce=False)) / len(chunks)
         embs.append(emb[:, 0].float())
     model.train()
     return {f"val/{k}": v for k, v in {**totals, **embedding_stats(torch.cat(embs))}.items()}
@@ -273,10 +276,9 @@ def _data_recipe(rf: RolloutFile) -> dict[str, Any]:
             if rf.attr(k) is not None}
 
 
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type}, {os.cpu_count()} cores"
+def _hardware(device: torch.device, ranks: Ranks) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type}, {os.cpu_count()} cores"
+    return name + (f", {ranks.world} processes (torchrun)" if ranks.world > 1 else "")
 
 
 def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, command: str | None = None,
@@ -285,24 +287,33 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
 
     model_overrides: ModelConfig fields replacing the preset's; command: recorded in the card;
     planner: PlannerConfig fields stored as the checkpoint's planning defaults. A second trainer
-    on the same folder is refused (`RunLock`) while this one runs.
+    on the same folder is refused (`RunLock`) while this one runs. Under torchrun every rank
+    calls this; rank 0 holds the lock, logs, validates and writes (see distributed.py).
     """
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    with RunLock(cfg.out):
-        return _train(cfg, model_overrides, command, planner)
+    ranks, device = setup(cfg.device, cfg.dist_timeout)
+    try:
+        if cfg.batch_size % ranks.world:
+            raise ValueError(f"batch_size: the global batch {cfg.batch_size} must split evenly over the "
+                             f"{ranks.world} processes")
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        if not ranks.main:
+            return _train(cfg, ranks, device, model_overrides, command, planner)
+        with RunLock(cfg.out):
+            return _train(cfg, ranks, device, model_overrides, command, planner)
+    finally:
+        teardown()
 
 
-def _train(cfg: TrainConfig, model_overrides: dict[str, Any] | None, command: str | None,
-           planner: dict[str, Any] | None) -> Path:
+def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides: dict[str, Any] | None,
+           command: str | None, planner: dict[str, Any] | None) -> Path:
     planner_cfg = PlannerConfig.from_dict(planner or {})
-    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     rf = RolloutFile(cfg.data)
     model_cfg = preset(cfg.preset, action_dim=rf.action_dim, **(model_overrides or {}))
     if cfg.sigreg_weight is None:  # resolved here so that the checkpoint records the lambda used
         cfg = replace(cfg, sigreg_weight=default_sigreg_weight(cfg.preset, model_cfg.latent_dim))
-    spec = WindowSpec(model_cfg.history, model_cfg.frameskip, cfg.batch_size, cfg.seed)
+    spec = WindowSpec(model_cfg.history, model_cfg.frameskip, cfg.batch_size, cfg.seed, ranks.rank, ranks.world)
     split = split_episodes(rf.num_episodes, cfg.val_fraction, cfg.seed)
     train_starts = window_starts(rf, split.train_episodes, spec.span)
     val_starts = window_starts(rf, split.val_episodes, spec.span)
@@ -317,7 +328,7 @@ def _train(cfg: TrainConfig, model_overrides: dict[str, Any] | None, command: st
     train_rows = np.concatenate([np.arange(rf.episode_starts[e], rf.episode_ends[e]) for e in split.train_episodes])
     mean, std = action_stats(actions, train_rows)
     norm_actions = ((actions - mean) / std).astype(np.float32)
-    training = {"command": command or "", "hardware": _hardware(device), "data_episodes": rf.num_episodes,
+    training = {"command": command or "", "hardware": _hardware(device, ranks), "data_episodes": rf.num_episodes,
                 "data_frames": rf.num_frames, "data_recipe": _data_recipe(rf), "train_config": dataclasses.asdict(cfg)}
     meta = CheckpointMeta(model_cfg, mean, std, low, high, planner_cfg, env_id=rf.env_id,
                           env_kwargs=rf.env_kwargs, training=training)
@@ -339,19 +350,25 @@ def _train(cfg: TrainConfig, model_overrides: dict[str, Any] | None, command: st
     step, wall_before = 0, 0.0
     if (out / STATE_FILE).exists():
         step, wall_before = _load_state(out / STATE_FILE, model, opt, cfg, device)
-        _truncate_log(out / LOG_FILE, step)
-        logger.info("resuming %s from step %d", out, step)
+        if ranks.main:
+            _truncate_log(out / LOG_FILE, step)
+            logger.info("resuming %s from step %d", out, step)
+    net: torch.nn.Module = model
+    if ranks.world > 1:  # after loading: DDP starts from the weights every rank holds
+        use_global_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     if mode == "stream":
         source = StreamWindows(cfg.data, norm_actions, train_starts, spec, range(step, cfg.steps))
         val_source = StreamWindows(cfg.data, norm_actions, val_starts, spec, range(0))
 
     model.train()
-    log = open(out / LOG_FILE, "a")
+    log = open(out / LOG_FILE, "a") if ranks.main else None
     sig_gen = torch.Generator(device=device)
     t_start = time.perf_counter() - wall_before  # wall time counts across resumes
     t_last, step_last = time.perf_counter(), step
     val: dict[str, float] = {}
-    bar = Progress(cfg.steps, "train", unit="step", initial=step, enabled=cfg.progress)
+    bar = Progress(cfg.steps, "train", unit="step", initial=step, enabled=cfg.progress and ranks.main)
 
     def checkpoint(at: int) -> None:
         wall = time.perf_counter() - t_start
@@ -366,8 +383,7 @@ def _train(cfg: TrainConfig, model_overrides: dict[str, Any] | None, command: st
                 g["lr"] = lr_at(step, cfg)
             sig_gen.manual_seed(cfg.seed * 1_000_003 + step)  # fresh, reproducible directions each step
             with autocast(device, cfg):
-                emb = model.encode(pixels)                       # (B, h+1, D)
-                pred = model.predict(emb[:, :-1], act)           # (B, h, D)
+                emb, pred = net(pixels, act)                     # (B, h+1, D), (B, h, D)
                 p_loss = pred_loss(pred, emb[:, 1:])
                 s_loss = sigreg(emb.transpose(0, 1), cfg.num_projections, cfg.knots, generator=sig_gen)
                 loss = p_loss + cfg.sigreg_weight * s_loss
@@ -379,28 +395,33 @@ def _train(cfg: TrainConfig, model_overrides: dict[str, Any] | None, command: st
             bar.update(1)
             if step % cfg.log_interval == 0 or step == cfg.steps:
                 now = time.perf_counter()
-                emb_std = float(emb.detach().float().std(0).mean())
-                row = {"step": step, "train/loss": float(loss.detach()), "train/pred_loss": float(p_loss.detach()),
+                loss_v, pred_v, emb_std = mean_over_ranks(ranks, [float(loss.detach()), float(p_loss.detach()),
+                                                                  float(emb.detach().float().std(0).mean())])
+                row = {"step": step, "train/loss": loss_v, "train/pred_loss": pred_v,
                        "train/sigreg_loss": float(s_loss.detach()), "train/emb_std": emb_std,
                        "train/grad_norm": float(grad_norm), "lr": lr_at(step - 1, cfg),
                        "samples_per_s": (step - step_last) * cfg.batch_size / (now - t_last)}
                 t_last, step_last = now, step
                 if not math.isfinite(row["train/loss"]):
                     raise FloatingPointError(f"loss is {row['train/loss']} at step {step}; lower --lr")
-                log.write(json.dumps(row) + "\n")
-                log.flush()
+                if log is not None:
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
                 bar.set_postfix(pred=f"{row['train/pred_loss']:.4f}", sigreg=f"{row['train/sigreg_loss']:.3f}")
             validate = (step % cfg.eval_interval == 0 or step == cfg.steps) and len(val_starts) >= 2
             save = step % cfg.ckpt_interval == 0 or step == cfg.steps
             if validate or save:  # both see the model as the planner will: eval mode, fresh BN statistics
-                recalibrate_batchnorm(model, source, cfg, device)
-            if validate:
+                recalibrate_batchnorm(model, source, cfg, device)  # every rank: global-batch statistics
+            if validate and log is not None:
                 val = evaluate(model, val_source, val_starts, cfg, device)
                 log.write(json.dumps({"step": step, **val}) + "\n")
                 log.flush()
-            if save:
+            if save and ranks.main:
                 checkpoint(step)
+            if validate or save:
+                barrier(ranks)  # the others wait while rank 0 validates and writes
     finally:
         bar.close()
-        log.close()
+        if log is not None:
+            log.close()
     return out

@@ -62,6 +62,13 @@ class WorldModel(nn.Module):
         z = self.projector(self.encoder(x))                         # (B*T, D)
         return z.view(b, t, -1)                                     # (B, T, D)
 
+    def forward(self, pixels: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training computation (what DistributedDataParallel wraps): windows of pixels
+        (B, h+1, ...) and their action blocks (B, h, A) -> embeddings (B, h+1, D) and the
+        teacher-forced predictions of frames 1..h (B, h, D)."""
+        emb = self.encode(pixels)
+        return emb, self.predict(emb[:, :-1], actions)
+
     # ---------------------------------------------------------------- predictor
     def _trunk(self, emb: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Causal transformer over one window: (N, w, D), (N, w, A) -> hidden (N, w, D), w <= history."""
