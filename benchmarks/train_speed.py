@@ -6,36 +6,103 @@ bf16 autocast on CUDA as in training. Prints a table and writes JSON.
 
     python benchmarks/train_speed.py --presets paper small --batch-size 128 --out results/train_speed.json
     python benchmarks/train_speed.py --presets --checkpoints checkpoints/pusht   # a shipped architecture
+    python benchmarks/train_speed.py --presets small --nproc 1 2                   # torchrun scaling
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import socket
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.multiprocessing as mp
 
-from lewm_agent import WorldModel, preset, pred_loss, sigreg
+from lewm_agent import ModelConfig, WorldModel, preset, pred_loss, sigreg
+from lewm_agent.distributed import Ranks, setup, teardown, use_global_batchnorm
 from lewm_agent.device import resolve_device
 from lewm_agent.checkpoint import read_meta
 
 
-def step_fn(model: WorldModel, opt: torch.optim.Optimizer, device: torch.device, num_projections: int = 1024):
+def step_fn(net: torch.nn.Module, opt: torch.optim.Optimizer, device: torch.device, num_projections: int = 1024):
+    """The trainer's step; `net` is the WorldModel or its DistributedDataParallel wrapper."""
     gen = torch.Generator(device=device).manual_seed(0)
 
     def step(pixels: torch.Tensor, actions: torch.Tensor) -> None:
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            emb = model.encode(pixels)
-            p_loss = pred_loss(model.predict(emb[:, :-1], actions), emb[:, 1:])
-            loss = p_loss + 0.09 * sigreg(emb.transpose(0, 1), num_projections, generator=gen)
+            emb, pred = net(pixels, actions)
+            loss = pred_loss(pred, emb[:, 1:]) + 0.09 * sigreg(emb.transpose(0, 1), num_projections, generator=gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
     return step
+
+
+def time_steps(cfg: ModelConfig, args: argparse.Namespace, device: torch.device, ranks: Ranks = Ranks()) -> dict:
+    """Median seconds of a training step on this rank's share of the global batch (all ranks step)."""
+    torch.manual_seed(0)
+    model = WorldModel(cfg).to(device).train()
+    net: torch.nn.Module = model
+    if ranks.world > 1:
+        use_global_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=1e-3)
+    step = step_fn(net, opt, device, args.num_projections)
+    b, t, s = args.batch_size // ranks.world, cfg.history + 1, cfg.image_size
+    pixels = torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, device=device)
+    actions = torch.randn(b, cfg.history, cfg.action_block_dim, device=device)
+    times = []
+    for i in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        step(pixels, actions)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    return {"seconds": statistics.median(times), "params": model.num_parameters()["total"]}
+
+
+def _rank_main(rank: int, world: int, port: int, threads: int, cfg: ModelConfig, args: argparse.Namespace,
+               queue: Any) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    ranks, device = setup(args.device, timeout_s=600)
+    try:
+        result = time_steps(cfg, args, device, ranks)
+        if ranks.main:
+            queue.put(result)
+    finally:
+        teardown()
+
+
+def time_processes(cfg: ModelConfig, args: argparse.Namespace, device: torch.device, nproc: int) -> dict:
+    """`time_steps` on `nproc` spawned processes (torchrun's layout), the machine's threads shared out."""
+    threads = max(1, torch.get_num_threads() // nproc)
+    if nproc == 1:
+        return time_steps(cfg, args, device)
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [ctx.Process(target=_rank_main, args=(r, nproc, port, threads, cfg, args, queue)) for r in range(nproc)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    if any(p.exitcode for p in procs):
+        raise RuntimeError(f"a rank failed (exit codes {[p.exitcode for p in procs]})")
+    return queue.get()
 
 
 def main() -> None:
@@ -47,6 +114,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="auto")
+    p.add_argument("--nproc", type=int, nargs="+", default=[1],
+                   help="also time N processes (DistributedDataParallel, gloo on CPU / NCCL on CUDA) on the same "
+                        "global batch, the threads shared out; e.g. --nproc 1 2")
     p.add_argument("--out", default="results/train_speed.json")
     args = p.parse_args()
     device = resolve_device(args.device)
@@ -54,34 +124,19 @@ def main() -> None:
     configs = [(name, preset(name)) for name in args.presets]
     configs += [(path, read_meta(path).model) for path in args.checkpoints]
     for name, cfg in configs:
-        torch.manual_seed(0)
-        model = WorldModel(cfg).to(device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=1e-3)
-        step = step_fn(model, opt, device, args.num_projections)
-        b, t, s = args.batch_size, cfg.history + 1, cfg.image_size
-        pixels = torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, device=device)
-        actions = torch.randn(b, cfg.history, cfg.action_block_dim, device=device)
-        times = []
-        for i in range(args.warmup + args.steps):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            step(pixels, actions)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= args.warmup:
-                times.append(time.perf_counter() - t0)
-        med = statistics.median(times)
-        rows.append({"preset": str(name), "image_size": s, "params": model.num_parameters()["total"],
-                     "batch_size": b, "num_projections": args.num_projections, "ms_per_step": 1e3 * med,
-                     "samples_per_s": b / med, "steps": args.steps})
+        for nproc in args.nproc:
+            r = time_processes(cfg, args, device, nproc)
+            b = args.batch_size
+            rows.append({"preset": str(name), "image_size": cfg.image_size, "params": r["params"], "batch_size": b,
+                         "processes": nproc, "num_projections": args.num_projections,
+                         "ms_per_step": 1e3 * r["seconds"], "samples_per_s": b / r["seconds"], "steps": args.steps})
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
             f"{device.type} ({platform.machine()}, {torch.get_num_threads()} threads)",
             "torch": torch.__version__, "results": rows}
     print(f"device: {info['device']}")
-    print(f"{'model':>8} {'px':>4} {'params':>11} {'batch':>6} {'ms/step':>9} {'samples/s':>10}")
+    print(f"{'model':>8} {'px':>4} {'params':>11} {'batch':>6} {'procs':>5} {'ms/step':>9} {'samples/s':>10}")
     for r in rows:
-        print(f"{r['preset']:>8.8} {r['image_size']:>4} {r['params']:>11,} {r['batch_size']:>6} "
+        print(f"{r['preset']:>8.8} {r['image_size']:>4} {r['params']:>11,} {r['batch_size']:>6} {r['processes']:>5} "
               f"{r['ms_per_step']:>9.1f} {r['samples_per_s']:>10.1f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2))

@@ -28,8 +28,9 @@ def test_act_latency_reports_calls_and_solves(tmp_path):
 
 def test_train_and_plan_speed_run_on_the_tiny_preset(tmp_path):
     info, _ = run("train_speed.py", "--presets", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "8",
-                  tmp_path=tmp_path)
-    assert info["results"][0]["preset"] == "tiny" and info["results"][0]["samples_per_s"] > 0
+                  "--nproc", "1", "2", tmp_path=tmp_path)
+    assert [r["processes"] for r in info["results"]] == [1, 2]
+    assert all(r["preset"] == "tiny" and r["samples_per_s"] > 0 for r in info["results"])
     info, _ = run("plan_speed.py", "--preset", "tiny", "--envs", "1", "--repeats", "1", "--samples", "16",
                   "--iterations", "2", "--elites", "4", "--threads", "1", tmp_path=tmp_path)
     assert info["results"][0]["envs"] == 1 and info["results"][0]["ms_per_solve"] > 0
