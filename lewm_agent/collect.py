@@ -8,6 +8,9 @@ the file keeps its complete episodes; a killed parent leaves a readable file too
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import multiprocessing as mp
 import os
 import shutil
@@ -167,6 +170,40 @@ def room_left(path: Path, size: int) -> tuple[int, str]:
     return max(room, 0), why
 
 
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _libc_fallocate() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        fn = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    return fn
+
+
+_FALLOCATE = _libc_fallocate()
+
+
+def reserve(path: str, nbytes: int) -> bool:
+    """Reserve disk blocks for the next `nbytes` the file grows by (Linux fallocate with
+    FALLOC_FL_KEEP_SIZE: the visible size is unchanged), so that another process filling the disk
+    after `room_left`'s check cannot make an HDF5 write fail halfway, which leaves the file
+    unreadable. False: the disk has no room; True also where reserving is unsupported."""
+    if _FALLOCATE is None or not os.path.exists(path):
+        return True
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if _FALLOCATE(fd, _FALLOC_FL_KEEP_SIZE, os.fstat(fd).st_size, nbytes) == 0:
+            return True
+        return ctypes.get_errno() not in (errno.ENOSPC, errno.EDQUOT)
+    finally:
+        os.close(fd)
+
+
 def collect(cfg: CollectConfig) -> dict[str, Any]:
     """Write `cfg.episodes` episodes to `cfg.out`; returns the summary (also stored as attributes)."""
     attrs = _file_attrs(cfg)
@@ -187,6 +224,9 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
             room, why = room_left(Path(cfg.out), size)
             if room < need:
                 stopped = f"{why}: {room / 2**20:.1f} MiB left, an episode needs up to {need / 2**20:.1f} MiB"
+                break
+            if not reserve(cfg.out, need):
+                stopped = f"disk full: could not reserve the {need / 2**20:.1f} MiB an episode needs"
                 break
             writer.add_episode(ep["pixels"], ep["actions"], ep["observation"], ep["state"], ep["extra"],
                                ep["episode_info"])

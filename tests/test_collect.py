@@ -128,3 +128,24 @@ def test_a_file_size_limit_stops_collection_cleanly_with_complete_episodes(tmp_p
         assert 1 <= rf.num_episodes < 400 and rf.episode_ends[-1] == rf.num_frames
         assert rf.column("pixels")[rf.num_frames - 1].shape == (32, 32, 3)
         assert rf.attr("summary")["stopped"].startswith("file-size limit")
+
+
+def test_the_next_episode_is_reserved_on_disk_and_a_full_disk_stops_cleanly(tmp_path, monkeypatch):
+    import lewm_agent.collect as collect_mod
+    path = tmp_path / "r.bin"
+    path.write_bytes(b"x" * 100)
+    assert collect_mod.reserve(str(path), 8 << 20)
+    if collect_mod._FALLOCATE is not None:  # Linux: blocks held for the next writes, size unchanged
+        assert path.stat().st_size == 100 and path.stat().st_blocks * 512 >= 8 << 20
+    # Another process fills the disk after the free-space check: the reservation fails, not a write.
+    calls = []
+
+    def full(p, n):
+        calls.append(n)
+        return len(calls) < 3
+    monkeypatch.setattr(collect_mod, "reserve", full)
+    out = tmp_path / "full.h5"
+    summary = collect(CollectConfig("lewm/TwoRoom-v0", 10, str(out), env_kwargs={"image_size": 32}, progress=False))
+    assert summary["episodes"] == 2 and summary["stopped"].startswith("disk full: could not reserve")
+    with RolloutFile(out) as rf:
+        assert rf.num_episodes == 2 and rf.episode_ends[-1] == rf.num_frames
