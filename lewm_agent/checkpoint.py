@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig, PlannerConfig
+from .lock import LOCK_FILE
 from .plot import LOG_FILE
 from .world_model import WorldModel
 
@@ -183,7 +184,7 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
     folder = resolve_checkpoint(path)
     _roll_forward(folder)
     if not (folder / CONFIG).is_file():
-        if (folder / LOG_FILE).is_file():
+        if (folder / LOG_FILE).is_file() or (folder / LOCK_FILE).is_file():  # a run started here
             raise FileNotFoundError(f"checkpoint {folder}: no checkpoint yet; the training run there has not "
                                     f"saved its first one (it saves every --ckpt-interval steps)")
         raise FileNotFoundError(f"checkpoint {folder}: no {CONFIG} (expected a folder with {WEIGHTS} and {CONFIG})")

@@ -374,8 +374,10 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
         wall = time.perf_counter() - t_start
         done = replace(meta, training={**meta.training, "steps": at, "wall_seconds": round(wall, 1)})
         card = _model_card(done, cfg, at, wall, model.num_parameters(), val)
-        _save_state(out / STATE_FILE, model, opt, at, cfg, meta, wall)
+        # The exported model first: a failure between the two leaves the resumable state behind it,
+        # never ahead (a run resumed from an older state redoes the steps and exports again).
         save_checkpoint(out, model, done, cfg.weights_dtype, card)
+        _save_state(out / STATE_FILE, model, opt, at, cfg, meta, wall)
 
     try:
         for pixels, act in _batches(source, step, cfg, device):

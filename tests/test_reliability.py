@@ -194,3 +194,58 @@ def test_observation_images_are_square_rgb_or_refused(h, w, c):
     else:
         with pytest.raises(ValueError, match=r"obs\['pixels'\]"):
             _image_batch({"pixels": img}, "pixels")
+
+
+def test_a_failure_between_any_two_file_writes_leaves_a_loadable_folder_that_resumes(dot_dataset, tmp_path,
+                                                                                    monkeypatch):
+    """Every rename the trainer makes is a step from one state to the next; fail each one in turn."""
+    real_replace = os.replace
+    calls = []
+    monkeypatch.setattr(os, "replace", lambda s, d: (calls.append(d), real_replace(s, d))[1])
+    train(replace(small(dot_dataset, tmp_path / "count"), steps=10, ckpt_interval=5, eval_interval=5))
+    n_writes = len(calls)
+    assert n_writes >= 6  # state, config staging, weights, config, card... at two checkpoints
+    for k in range(n_writes):
+        out, seen = tmp_path / f"fail{k}", []
+
+        def failing(src, dst):
+            seen.append(dst)
+            if len(seen) == k + 1:
+                raise OSError(28, "injected: no space left on device")
+            real_replace(src, dst)
+        monkeypatch.setattr(os, "replace", failing)
+        cfg = replace(small(dot_dataset, out), steps=10, ckpt_interval=5, eval_interval=5)
+        with pytest.raises(OSError, match="injected"):
+            train(cfg)
+        monkeypatch.setattr(os, "replace", real_replace)
+        try:
+            load_checkpoint(out)
+        except FileNotFoundError as e:  # only before the first complete checkpoint
+            assert "no checkpoint yet" in str(e) and k < n_writes // 2
+        train(cfg)  # the same command resumes (or restarts) and finishes
+        model, meta = load_checkpoint(out)
+        assert meta.training["steps"] == 10 and not (out / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("delay", [2.0, 4.0, 6.5])
+def test_a_trainer_killed_at_a_random_moment_leaves_a_loadable_folder(dot_dataset, tmp_path, delay):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "lewm_agent", "train", "--data", str(dot_dataset), "--out", str(out), "--preset",
+            "tiny", "--steps", "400", "--batch-size", "16", "--ckpt-interval", "7", "--eval-interval", "7",
+            "--log-interval", "3", "--val-windows", "32", "--num-projections", "32", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # SIGKILL: no handler runs
+        proc.wait()
+    try:
+        load_checkpoint(out)
+    except FileNotFoundError as e:
+        # killed before its first checkpoint (or before making the folder): said so, not a traceback
+        assert "no checkpoint yet" in str(e) or "no such folder" in str(e)
+    args[args.index("--steps") + 1] = "20"  # resume to a short end
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_checkpoint(out)[1].training["steps"] >= 20
