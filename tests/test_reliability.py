@@ -249,3 +249,27 @@ def test_a_trainer_killed_at_a_random_moment_leaves_a_loadable_folder(dot_datase
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert load_checkpoint(out)[1].training["steps"] >= 20
+
+
+_JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=3),
+                  st.lists(st.floats(allow_nan=True, width=32), max_size=6))
+
+
+@settings(max_examples=80, deadline=None)
+@given(options=st.one_of(_JUNK, st.dictionaries(st.sampled_from(["state", "goal_state", "goal_steps", "seed", "x"]),
+                                                _JUNK, max_size=3)),
+       action=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=4))
+def test_env_reset_options_and_actions_are_accepted_or_refused_by_name(options, action):
+    import gymnasium as gym
+    env = gym.make("lewm/TwoRoom-v0", image_size=16).unwrapped
+    try:
+        env.reset(seed=0, options=options)
+    except ValueError as e:
+        assert str(e).startswith("options")
+    else:
+        assert options is None or options == {} or isinstance(options, dict)
+    env.reset(seed=0)
+    try:
+        env.step(np.asarray(action, np.float32))
+    except ValueError as e:
+        assert str(e).startswith("action")
