@@ -34,3 +34,11 @@ def test_train_and_plan_speed_run_on_the_tiny_preset(tmp_path):
     info, _ = run("plan_speed.py", "--preset", "tiny", "--envs", "1", "--repeats", "1", "--samples", "16",
                   "--iterations", "2", "--elites", "4", "--threads", "1", tmp_path=tmp_path)
     assert info["results"][0]["envs"] == 1 and info["results"][0]["ms_per_solve"] > 0
+
+
+def test_collect_speed_compares_env_settings_in_alternating_rounds(tmp_path):
+    info, stdout = run("collect_speed.py", "--env", "lewm/TwoRoom-v0", "--variants", '{"image_size": 16}',
+                       '{"image_size": 32}', "--episodes", "1", "--rounds", "2", tmp_path=tmp_path)
+    fast, other = info["results"]
+    assert fast["speedup"] == 1.0 and other["env_steps"] > 0 and other["env_steps_per_s"] > 0
+    assert "image_size" in stdout and info["rounds"] == 2
