@@ -24,7 +24,7 @@ import torch
 import torch.multiprocessing as mp
 
 from lewm_agent import ModelConfig, WorldModel, preset, pred_loss, sigreg
-from lewm_agent.distributed import Ranks, setup, teardown, use_global_batchnorm
+from lewm_agent.distributed import Ranks, setup, teardown, wrap
 from lewm_agent.device import resolve_device
 from lewm_agent.checkpoint import read_meta
 
@@ -48,11 +48,7 @@ def time_steps(cfg: ModelConfig, args: argparse.Namespace, device: torch.device,
     """Median seconds of a training step on this rank's share of the global batch (all ranks step)."""
     torch.manual_seed(0)
     model = WorldModel(cfg).to(device).train()
-    net: torch.nn.Module = model
-    if ranks.world > 1:
-        use_global_batchnorm(model)
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                        else None)
+    net = wrap(model, device, ranks)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=1e-3)
     step = step_fn(net, opt, device, args.num_projections)
     b, t, s = args.batch_size // ranks.world, cfg.history + 1, cfg.image_size

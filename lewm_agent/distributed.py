@@ -141,6 +141,15 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         return y.to(x.dtype)
 
 
+def wrap(model: nn.Module, device: torch.device, ranks: Ranks) -> nn.Module:
+    """What a training step calls: `model` itself in one process, else its BatchNorms made global
+    and the model wrapped in DistributedDataParallel (after any weights are loaded)."""
+    if ranks.world == 1:
+        return model
+    use_global_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def use_global_batchnorm(model: nn.Module) -> nn.Module:
     """Make every BatchNorm1d of `model` a GlobalBatchNorm1d in place (same parameters and buffers)."""
     for m in model.modules():
@@ -150,4 +159,4 @@ def use_global_batchnorm(model: nn.Module) -> nn.Module:
 
 
 __all__ = ["GlobalBatchNorm1d", "Ranks", "active", "barrier", "mean_over_ranks", "setup", "sum_over_ranks", "teardown",
-           "use_global_batchnorm"]
+           "use_global_batchnorm", "wrap"]

@@ -9,7 +9,6 @@ the quantity's components), R² (pooled over them) and the median error in env u
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from lewm_envs import check_pixel_settings
+from lewm_envs import check_pixel_settings, env_class as lewm_env_class
 
 from .device import resolve_device
 from .checkpoint import load_checkpoint
@@ -53,12 +52,9 @@ class ProbeConfig:
 def env_class(env_id: str) -> type:
     """The registered env class of `env_id`, which must declare `probe_quantities`."""
     try:
-        entry = gym.spec(env_id).entry_point
+        entry = lewm_env_class(env_id)
     except gym.error.Error as e:
         raise ValueError(f"env {env_id!r} is not a registered env ({e})") from None
-    if isinstance(entry, str):
-        module, name = entry.split(":")
-        entry = getattr(importlib.import_module(module), name)
     if not hasattr(entry, "probe_quantities"):
         raise ValueError(f"env {env_id!r} declares no probe_quantities")
     return entry

@@ -29,7 +29,7 @@ from .checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint, sav
 from .config import PRESETS, PlannerConfig, preset
 from .data import (MemoryWindows, StreamWindows, WindowSpec, action_stats, check_actions, split_episodes,
                    window_starts)
-from .distributed import Ranks, barrier, mean_over_ranks, setup, teardown, use_global_batchnorm
+from .distributed import Ranks, barrier, mean_over_ranks, setup, teardown, wrap
 from .losses import embedding_stats, pred_loss, sigreg
 from .lock import RunLock
 from .plot import LOG_FILE, log_rows
@@ -353,11 +353,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
         if ranks.main:
             _truncate_log(out / LOG_FILE, step)
             logger.info("resuming %s from step %d", out, step)
-    net: torch.nn.Module = model
-    if ranks.world > 1:  # after loading: DDP starts from the weights every rank holds
-        use_global_batchnorm(model)
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = wrap(model, device, ranks)  # after loading: DDP starts from the weights every rank holds
     if mode == "stream":
         source = StreamWindows(cfg.data, norm_actions, train_starts, spec, range(step, cfg.steps))
         val_source = StreamWindows(cfg.data, norm_actions, val_starts, spec, range(0))
