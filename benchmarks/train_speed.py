@@ -7,6 +7,10 @@ bf16 autocast on CUDA as in training. Prints a table and writes JSON.
     python benchmarks/train_speed.py --presets paper small --batch-size 128 --out results/train_speed.json
     python benchmarks/train_speed.py --presets --checkpoints checkpoints/pusht   # a shipped architecture
     python benchmarks/train_speed.py --presets small --nproc 1 2                   # torchrun scaling
+    python benchmarks/train_speed.py --presets paper --against reference          # beside the reference
+
+`--against reference` times the public reference's training step (`pip install -e .[bench]`) on the
+same batch and sizes, alternating steps with ours in one process, and prints the ratio.
 """
 from __future__ import annotations
 
@@ -67,6 +71,39 @@ def time_steps(cfg: ModelConfig, args: argparse.Namespace, device: torch.device,
     return {"seconds": statistics.median(times), "params": model.num_parameters()["total"]}
 
 
+def against_reference(cfg: ModelConfig, args: argparse.Namespace, device: torch.device) -> dict | None:
+    """Median ms per step of ours and of the reference, alternating steps; None if it is not installed."""
+    import reference
+    why = reference.missing()
+    if why:
+        print(f"reference column skipped: {why}")
+        return None
+    torch.manual_seed(0)
+    ours = WorldModel(cfg).to(device).train()
+    ours_step = step_fn(ours, torch.optim.AdamW(ours.parameters(), lr=5e-5, weight_decay=1e-3), device,
+                        args.num_projections)
+    ref_step = reference.train_step_fn(reference.build_model(cfg), cfg, device, args.num_projections)
+    b, t, s = args.batch_size, cfg.history + 1, cfg.image_size
+    pixels = torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, device=device)
+    ref_pixels = pixels.permute(0, 1, 4, 2, 3).float() / 255.0
+    actions = torch.randn(b, t, cfg.action_block_dim, device=device)
+    sides = {"lewm_agent": lambda: ours_step(pixels, actions[:, :-1]), "reference": lambda: ref_step(ref_pixels, actions)}
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    for i in range(args.warmup + args.steps):
+        for side, step in sides.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= args.warmup:
+                times[side].append(time.perf_counter() - t0)
+    ms = {side: 1e3 * statistics.median(ts) for side, ts in times.items()}
+    return {"ours_ms_per_step": ms["lewm_agent"], "reference_ms_per_step": ms["reference"],
+            "ratio": ms["reference"] / ms["lewm_agent"]}
+
+
 def _rank_main(rank: int, world: int, port: int, threads: int, cfg: ModelConfig, args: argparse.Namespace,
                queue: Any) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
@@ -104,6 +141,7 @@ def time_processes(cfg: ModelConfig, args: argparse.Namespace, device: torch.dev
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", nargs="*", default=["paper", "small"])
+    p.add_argument("--model", default="{}", help="JSON overrides of the presets' ModelConfig fields")
     p.add_argument("--checkpoints", nargs="*", default=[], help="also time these checkpoints' architectures")
     p.add_argument("--num-projections", type=int, default=1024, help="SIGReg directions")
     p.add_argument("--batch-size", type=int, default=128)
@@ -113,11 +151,13 @@ def main() -> None:
     p.add_argument("--nproc", type=int, nargs="+", default=[1],
                    help="also time N processes (DistributedDataParallel, gloo on CPU / NCCL on CUDA) on the same "
                         "global batch, the threads shared out; e.g. --nproc 1 2")
+    p.add_argument("--against", choices=["reference"], default=None,
+                   help="also time the public reference's step on the same batch, alternating (ViT presets)")
     p.add_argument("--out", default="results/train_speed.json")
     args = p.parse_args()
     device = resolve_device(args.device)
     rows = []
-    configs = [(name, preset(name)) for name in args.presets]
+    configs = [(name, preset(name, **json.loads(args.model))) for name in args.presets]
     configs += [(path, read_meta(path).model) for path in args.checkpoints]
     for name, cfg in configs:
         for nproc in args.nproc:
@@ -126,6 +166,8 @@ def main() -> None:
             rows.append({"preset": str(name), "image_size": cfg.image_size, "params": r["params"], "batch_size": b,
                          "processes": nproc, "num_projections": args.num_projections,
                          "ms_per_step": 1e3 * r["seconds"], "samples_per_s": b / r["seconds"], "steps": args.steps})
+        if args.against and cfg.encoder == "vit":
+            rows[-1]["reference"] = against_reference(cfg, args, device)
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
             f"{device.type} ({platform.machine()}, {torch.get_num_threads()} threads)",
             "torch": torch.__version__, "results": rows}
@@ -134,6 +176,10 @@ def main() -> None:
     for r in rows:
         print(f"{r['preset']:>8.8} {r['image_size']:>4} {r['params']:>11,} {r['batch_size']:>6} {r['processes']:>5} "
               f"{r['ms_per_step']:>9.1f} {r['samples_per_s']:>10.1f}")
+        if r.get("reference"):
+            ref = r["reference"]
+            print(f"{'':>8} alternating with the reference: ours {ref['ours_ms_per_step']:.1f} ms, reference "
+                  f"{ref['reference_ms_per_step']:.1f} ms per step: lewm_agent is {ref['ratio']:.2f}x its speed")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2))
 

@@ -22,6 +22,7 @@ import torch
 from .checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from .config import PlannerConfig
 from .device import bf16_supported, resolve_device  # noqa: F401  (resolve_device: also re-exported here)
+from .cuda_graph import GraphedSolver
 from .planner import CEMPlanner
 from .world_model import WorldModel
 
@@ -30,6 +31,9 @@ CPU_CHUNK = 2048  # imagined sequences per rollout call on CPU (cache-sized; see
 
 
 MIN_IMAGE_SIZE = 8
+# torch.compile modes the planner's imagined rollouts accept ("reduce-overhead" captures CUDA graphs).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH = "cudagraph"  # a whole CEM solve recorded as one CUDA graph (cuda_graph.py)
 
 
 def _image_batch(obs: Mapping, key: str) -> np.ndarray:
@@ -79,11 +83,25 @@ class LeWMAgent:
     """
 
     def __init__(self, model: WorldModel, meta: CheckpointMeta, device: str | torch.device = "auto",
-                 planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto"):
-        """precision: "fp32", "bf16" (autocast in the imagined rollouts) or "auto" (bf16 where native)."""
+                 planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
+                 compile: str | None = None):
+        """precision: "fp32", "bf16" (autocast in the imagined rollouts) or "auto" (bf16 where native).
+
+        compile: None (eager); "cudagraph" (CUDA only): each whole CEM solve replayed from a CUDA
+        graph recorded on the first solve of its shape, the same plans as eager, the GPU fast path;
+        or a `torch.compile` mode for the imagined rollout and its cost, the model work of one CEM
+        iteration ("reduce-overhead" replays that as a CUDA graph). Compiling takes tens of seconds
+        per batch size; on this project's CPU it gained little.
+        """
         self.device = resolve_device(device)
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
+        if compile is not None and compile not in (*COMPILE_MODES, CUDA_GRAPH):
+            raise ValueError(f"compile: expected None, {CUDA_GRAPH!r} or a torch.compile mode {COMPILE_MODES}, "
+                             f"got {compile!r}")
+        if compile == CUDA_GRAPH and self.device.type != "cuda":
+            raise ValueError(f"compile: {CUDA_GRAPH!r} needs a CUDA device, got {self.device.type!r}")
+        self.compile = compile
         self.bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(self.device))
         self.model = model.to(self.device).eval()
         self.meta = meta
@@ -91,6 +109,9 @@ class LeWMAgent:
         self.planner_cfg = planner or meta.planner
         self.planner = CEMPlanner(self.cfg.action_block_dim, self.planner_cfg, self.device, seed,
                                   step_dim=self.cfg.action_dim)
+        self._imagine = torch.compile(self._imagined_cost, mode=compile, dynamic=False, fullgraph=True) \
+            if compile in COMPILE_MODES else self._imagined_cost
+        self._solve_latent = GraphedSolver(self._cem, self.planner.draw_noise) if compile == CUDA_GRAPH else self._cem
         self._seed = seed
         self.action_mean = np.asarray(meta.action_mean, np.float32)
         self.action_std = np.asarray(meta.action_std, np.float32)
@@ -112,13 +133,13 @@ class LeWMAgent:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto",
                         planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
-                        **planner_overrides: Any) -> "LeWMAgent":
+                        compile: str | None = None, **planner_overrides: Any) -> "LeWMAgent":
         """Load a checkpoint folder or a shipped checkpoint by name ("pusht", "two_room", "cube"), from
         any working directory. Planner settings: the checkpoint's, then `planner`, then overrides."""
         dev = resolve_device(device)
         model, meta = load_checkpoint(path, dev)
         cfg = replace(planner or meta.planner, **planner_overrides)
-        return cls(model, meta, dev, cfg, seed, precision)
+        return cls(model, meta, dev, cfg, seed, precision, compile)
 
     def __repr__(self) -> str:
         p = self.planner_cfg
@@ -273,27 +294,41 @@ class LeWMAgent:
         goal: uint8 (n, H, W, 3); context_blocks: (n, Tc-1, A) normalized blocks executed
         between the context frames; init: (n, H, A) warm start.
         """
-        n = len(context)
         ctx, goal_emb, ctx_act = self._embed(context, goal, context_blocks)
+        init_t = None if init is None else torch.from_numpy(init).to(self.device)
+        plan = self._solve_latent(ctx, goal_emb, ctx_act, init_t)
+        return plan.float().cpu().numpy()
 
+    def _cem(self, ctx: torch.Tensor, goal_emb: torch.Tensor, ctx_act: torch.Tensor | None,
+             init: torch.Tensor | None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """CEM on embedded inputs: (n, Tc, D) context, (n, D) goal -> plan (n, H, A)."""
+        n = len(ctx)
         # On CPU, envs are imagined in chunks of at most CPU_CHUNK sequences: one huge batch
         # (e.g. 50 envs x 300 samples) ran 1.5x slower per env than chunks that stay in cache.
         step = n if self.device.type != "cpu" else max(1, CPU_CHUNK // self.planner_cfg.num_samples)
 
-        frames_costed = slice(-1, None) if self.planner_cfg.cost == "final" else slice(None)
-
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:  # (n, S, H, A) -> (n, S)
-            z = []
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-                for i in range(0, n, step):
-                    acts = actions[i:i + step]
-                    past = None if ctx_act is None else ctx_act[i:i + step]
-                    z.append(self.model.rollout(ctx[i:i + step], acts, past)[:, :, frames_costed])  # (n', S, H', D)
-            return (torch.cat(z).float() - goal_emb[:, None, None]).pow(2).sum(-1).amin(-1)
+            costs = []
+            for i in range(0, n, step):
+                past = None if ctx_act is None else ctx_act[i:i + step]
+                if self.compile in COMPILE_MODES:
+                    torch.compiler.cudagraph_mark_step_begin()  # the last replay's outputs are consumed
+                costs.append(self._imagine(ctx[i:i + step], actions[i:i + step], past, goal_emb[i:i + step]))
+            return torch.cat(costs)
 
-        init_t = None if init is None else torch.from_numpy(init).to(self.device)
-        plan = self.planner.plan(cost_fn, n, init_t, self._low_n, self._high_n)
-        return plan.float().cpu().numpy()
+        return self.planner.plan(cost_fn, n, init, self._low_n, self._high_n, noise)
+
+    def _imagined_cost(self, ctx: torch.Tensor, actions: torch.Tensor, past: torch.Tensor | None,
+                       goal_emb: torch.Tensor) -> torch.Tensor:
+        """Squared latent distance to the goal of each candidate's imagined frames: (n, S), the
+        final frame's (paper) or the nearest over the horizon (`cost="min"`)."""
+        # No autocast weight cache under CUDA-graph capture: cached casts would live outside the graph.
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16,
+                            cache_enabled=self.compile != CUDA_GRAPH):
+            z = self.model.rollout(ctx, actions, past)                                  # (n, S, H, D)
+        if self.planner_cfg.cost == "final":
+            z = z[:, :, -1:]
+        return (z.float() - goal_emb[:, None, None]).pow(2).sum(-1).amin(-1)
 
     def _denormalize(self, block: np.ndarray) -> np.ndarray:
         steps = block.reshape(self.cfg.frameskip, self.cfg.action_dim) * self.action_std + self.action_mean

@@ -2,8 +2,8 @@
 
 One `cost_fn` call per CEM iteration evaluates all S candidates of all B envs; the loop
 body has no host-device synchronisation (no `.item()`, no data-dependent Python
-branch), so on a GPU the whole solve is queued asynchronously and can be captured by
-CUDA graphs or `torch.compile` around `cost_fn`.
+branch), so on a GPU the whole solve is queued asynchronously; with its noise drawn
+beforehand (`draw_noise`) a whole solve is captured as one CUDA graph (`cuda_graph.py`).
 """
 from __future__ import annotations
 
@@ -84,13 +84,22 @@ class CEMPlanner:
         x = colored_noise((b, s, d), t, self.cfg.noise_beta, self.generator, self.device)  # (B, S, d, T)
         return x.transpose(-1, -2).reshape(b, s, h, a)                         # step-major blocks, as the data
 
+    def draw_noise(self, batch_size: int) -> torch.Tensor:
+        """The sampling noise of a whole solve, (iterations, B, S, H, A), drawn in the order `plan`
+        draws it: `plan(..., noise=draw_noise(B))` gives the plan `plan(...)` gives."""
+        c = self.cfg
+        return torch.stack([self._noise(int(batch_size), c.num_samples, c.horizon) for _ in range(c.num_iterations)])
+
     @torch.no_grad()
     def plan(self, cost_fn: CostFn, batch_size: int, init_mean: torch.Tensor | None = None,
-             low: torch.Tensor | None = None, high: torch.Tensor | None = None) -> torch.Tensor:
+             low: torch.Tensor | None = None, high: torch.Tensor | None = None,
+             noise: torch.Tensor | None = None) -> torch.Tensor:
         """Minimise `cost_fn` for B = `batch_size` envs at once; returns the final mean (B, H, A).
 
         init_mean: (B, H, A) warm start (e.g. the previous plan's tail), zeros otherwise.
         low / high: bounds broadcastable to (B, S, H, A) that samples are clipped to.
+        noise: `draw_noise(B)`, drawn beforehand: the loop then touches no random generator and
+        is a fixed sequence of kernels on fixed shapes, which a CUDA graph can capture.
         The mean is always candidate 0, so the current plan competes with every new sample
         for a place among the elites; std is the population std of the elites (0, not NaN,
         with a single elite).
@@ -104,9 +113,12 @@ class CEMPlanner:
                 raise ValueError(f"init_mean: expected (B, H, A) = {(b, h, a)}, got {tuple(init_mean.shape)}")
             mean = init_mean.to(self.device, torch.float32).clone()
         std = torch.full((b, h, a), float(cfg.std), device=self.device)
+        if noise is not None and tuple(noise.shape) != (cfg.num_iterations, b, s, h, a):
+            raise ValueError(f"noise: expected (iterations, B, S, H, A) = {(cfg.num_iterations, b, s, h, a)}, "
+                             f"got {tuple(noise.shape)}")
         for it in range(cfg.num_iterations):
-            noise = self._noise(b, s, h)
-            samples = mean.unsqueeze(1) + std.unsqueeze(1) * noise        # (B, S, H, A)
+            eps = self._noise(b, s, h) if noise is None else noise[it]
+            samples = mean.unsqueeze(1) + std.unsqueeze(1) * eps          # (B, S, H, A)
             samples[:, 0] = mean                                          # keep the mean as a candidate
             if low is not None or high is not None:
                 samples = samples.clamp(min=low, max=high)

@@ -79,25 +79,25 @@ class WorldModel(nn.Module):
             x, _ = block(x, cond)
         return self.norm(x)
 
-    def _next(self, shared_e: torch.Tensor, shared_a: torch.Tensor, own_e: torch.Tensor, own_a: torch.Tensor,
-              s: int) -> torch.Tensor:
+    def _next(self, shared_e: torch.Tensor, shared_mod: list[torch.Tensor], own_e: torch.Tensor,
+              own_mod: list[torch.Tensor], s: int) -> torch.Tensor:
         """The prediction from one window whose first P tokens are common to the S samples of each env.
 
-        shared_e/shared_a: (B, P, D)/(B, P, A), computed once per env; own_e/own_a: (B*S, w-P, ...).
+        shared_e: (B, P, D), computed once per env; own_e: (B*S, w-P, D); *_mod: per block, the
+        modulation of those tokens' actions ((B, P, 6D) / (B*S, w-P, 6D)), computed once per rollout.
         Same result as `_trunk` on the concatenated window, with fewer FLOPs: the common
         tokens run at batch B, and in the last layer only the last token is computed.
         Returns (B*S, D).
         """
         p, w = shared_e.shape[1], shared_e.shape[1] + own_e.shape[1]
-        x, cond = own_e + self.pos_embed[:, p:w], self.action_encoder(own_a)
-        xs, cond_s = shared_e + self.pos_embed[:, :p], self.action_encoder(shared_a)
+        x, xs = own_e + self.pos_embed[:, p:w], shared_e + self.pos_embed[:, :p]
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             prefix = None
             if p:
-                xs, (k, v) = block(xs, cond_s)  # the common tokens see only each other
+                xs, (k, v) = block(xs, None, mod=shared_mod[i])  # the common tokens see only each other
                 prefix = (k.repeat_interleave(s, 0), v.repeat_interleave(s, 0))  # (B*S, heads, P, hd)
-            x, _ = block(x, cond, prefix=prefix, last_only=i == last)
+            x, _ = block(x, None, prefix=prefix, last_only=i == last, mod=own_mod[i])
         return self.pred_projector(self.norm(x[:, -1]))
 
     def _check_pair(self, emb: torch.Tensor, actions: torch.Tensor) -> None:
@@ -149,14 +149,20 @@ class WorldModel(nn.Module):
         own_a = actions.reshape(b * s, horizon, a)                                       # (B*S, H, A)
         # Sequence index i: context frame if i < keep, else prediction i-keep. Frame i's action is
         # ctx_a[:, i] for i < keep-1 (executed, common to all samples), else own_a[:, i-keep+1].
+        # Each block's modulation of every action, once: an action's token sits in up to `history`
+        # windows, and the modulation is an eighth of a token's FLOPs in the paper's predictor.
+        ctx_cond, own_cond = self.action_encoder(ctx_a), self.action_encoder(own_a)
+        ctx_mod = [blk.modulate(ctx_cond) for blk in self.blocks]                        # (B, keep-1, 6D) each
+        own_mod = [blk.modulate(own_cond) for blk in self.blocks]                        # (B*S, H, 6D) each
         preds: list[torch.Tensor] = []
         for k in range(horizon):
             n = keep + k
             lo = n - min(h, n)                     # the window is frames lo .. n-1
             p = max(0, min(keep - 1, n) - lo)      # its leading frames with executed actions
             own = [ctx_e[:, i].repeat_interleave(s, 0) if i < keep else preds[i - keep] for i in range(lo + p, n)]
-            nxt = self._next(ctx_e[:, lo:lo + p], ctx_a[:, lo:lo + p], torch.stack(own, 1),
-                             own_a[:, lo + p - keep + 1:n - keep + 1], s)                   # (B*S, D)
+            j0, j1 = lo + p - keep + 1, n - keep + 1                                        # own_a indices
+            nxt = self._next(ctx_e[:, lo:lo + p], [m[:, lo:lo + p] for m in ctx_mod], torch.stack(own, 1),
+                             [m[:, j0:j1] for m in own_mod], s)                              # (B*S, D)
             preds.append(nxt)
         return torch.stack(preds, 1).view(b, s, horizon, d)                              # (B, S, H, D)
 

@@ -153,7 +153,7 @@ def test_min_cost_is_the_closest_predicted_frame(trained_checkpoint):
     for cost in ("final", "min"):
         agent = LeWMAgent.from_pretrained(trained_checkpoint, device="cpu", precision="fp32", cost=cost, **FAST)
 
-        def capture(cost_fn, n, init, low, high, cost=cost):
+        def capture(cost_fn, n, init, low, high, noise=None, cost=cost):
             costs[cost] = cost_fn(actions)
             return torch.zeros(n, 5, 10)
         agent.planner.plan = capture
@@ -166,3 +166,21 @@ def test_min_cost_is_the_closest_predicted_frame(trained_checkpoint):
     torch.testing.assert_close(costs["final"], dist[..., -1], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(costs["min"], dist.amin(-1), rtol=1e-4, atol=1e-4)
     assert (costs["min"] < costs["final"]).any()
+
+
+def test_compile_modes_are_checked_and_the_cost_traces_as_one_graph(trained_checkpoint):
+    """compile= takes torch.compile modes or "cudagraph" (CUDA only); the imagined cost has no
+    graph break (no host sync, no data-dependent Python), which capture and compilation need."""
+    import torch
+    with pytest.raises(ValueError, match="compile: expected None, 'cudagraph' or a torch.compile mode"):
+        LeWMAgent.from_pretrained(trained_checkpoint, device="cpu", compile="fast")
+    with pytest.raises(ValueError, match="'cudagraph' needs a CUDA device"):
+        LeWMAgent.from_pretrained(trained_checkpoint, device="cpu", compile="cudagraph")
+    agent = LeWMAgent.from_pretrained(trained_checkpoint, device="cpu", precision="fp32", **FAST)
+    d, a = agent.cfg.latent_dim, agent.cfg.action_block_dim
+    gen = torch.Generator().manual_seed(0)
+    ctx, past = torch.randn(2, 3, d, generator=gen), torch.randn(2, 2, a, generator=gen)
+    actions, goal = torch.randn(2, 8, 5, a, generator=gen), torch.randn(2, d, generator=gen)
+    traced = torch.compile(agent._imagined_cost, fullgraph=True, backend="eager", dynamic=False)
+    with torch.inference_mode():
+        torch.testing.assert_close(traced(ctx, actions, past, goal), agent._imagined_cost(ctx, actions, past, goal))

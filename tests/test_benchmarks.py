@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,3 +44,43 @@ def test_collect_speed_compares_env_settings_in_alternating_rounds(tmp_path):
     fast, other = info["results"]
     assert fast["speedup"] == 1.0 and other["env_steps"] > 0 and other["env_steps_per_s"] > 0
     assert "image_size" in stdout and info["rounds"] == 2
+
+
+TINY_VIT = '{"encoder": "vit", "patch_size": 8, "encoder_depth": 1, "encoder_heads": 2}'
+
+
+def test_against_reference_times_both_sides_or_says_why_not(tmp_path):
+    """With the bench extra installed, both sides are timed in alternating rounds and the ratio is
+    theirs; without it, the script says which package is missing and still writes its JSON."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import reference
+    missing = reference.missing()
+    info, stdout = run("plan_speed.py", "--preset", "tiny", "--model", TINY_VIT, "--against", "reference",
+                       "--samples", "16", "--iterations", "2", "--elites", "4", "--repeats", "2",
+                       "--precisions", "fp32", "--threads", "1", tmp_path=tmp_path)
+    if missing:
+        assert info["skipped"] == missing and "reference column skipped" in stdout
+    else:
+        ours, ref = (next(r for r in info["results"] if r["side"] == s) for s in ("lewm_agent", "reference"))
+        assert ours["repeats"] == ref["repeats"] == 2 and ours["precision"] == ref["precision"] == "fp32"
+        ratio = info["ratios"][0]
+        assert ratio["fp32"] == pytest.approx(ref["ms_per_solve"] / ours["ms_per_solve"]) == ratio["best"]
+        assert "the reference's speed" in stdout
+    info, stdout = run("train_speed.py", "--presets", "tiny", "--model", TINY_VIT, "--against", "reference",
+                       "--steps", "2", "--warmup", "1", "--batch-size", "4", tmp_path=tmp_path)
+    row = info["results"][0]
+    if missing:
+        assert row["reference"] is None and "reference column skipped" in stdout
+    else:
+        ref = row["reference"]
+        assert ref["ratio"] == pytest.approx(ref["reference_ms_per_step"] / ref["ours_ms_per_step"])
+
+
+def test_reference_missing_names_the_package(monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import importlib.util
+    import reference
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "loguru" else real(name, *a))
+    monkeypatch.delitem(sys.modules, "loguru", raising=False)
+    assert reference.missing() == "the reference needs 'loguru': pip install -e .[bench]"

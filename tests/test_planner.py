@@ -108,3 +108,17 @@ def test_time_correlated_sampling_still_minimises(beta):
         CEMPlanner(10, cfg, step_dim=3)
     with pytest.raises(ValueError, match="noise_beta"):
         PlannerConfig(noise_beta=-1)
+
+
+@pytest.mark.parametrize("beta", [0.0, 2.0])
+def test_noise_drawn_beforehand_gives_the_same_plan(beta):
+    """What a captured CUDA graph replays: the whole solve's noise drawn first, then the loop."""
+    cfg = PlannerConfig(num_samples=24, num_iterations=4, num_elites=5, noise_beta=beta)
+    target = torch.randn(B, H, 2 * A)
+    eager = CEMPlanner(2 * A, cfg, seed=7, step_dim=A).plan(quadratic(target), B)
+    planner = CEMPlanner(2 * A, cfg, seed=7, step_dim=A)
+    noise = planner.draw_noise(B)
+    assert noise.shape == (4, B, 24, H, 2 * A)
+    assert torch.equal(planner.plan(quadratic(target), B, noise=noise), eager)
+    with pytest.raises(ValueError, match=r"noise: expected \(iterations, B, S, H, A\)"):
+        planner.plan(quadratic(target), B, noise=noise[:3])
