@@ -101,64 +101,85 @@ def solvers(cfg: ModelConfig, n: int, device: torch.device, planner: PlannerConf
     return {"lewm_agent": lambda: agent.plan(context, goal), "reference": ref.solve}
 
 
-def against_reference(cfg: ModelConfig, args: argparse.Namespace, device: torch.device,
-                      planner: PlannerConfig) -> dict:
-    """Alternating rounds of both sides per precision; screened-out precisions reported, not timed."""
-    import reference
-    why = reference.missing()
-    if why:
-        print(f"reference column skipped: {why}")
-        return {"reference": None, "skipped": why}
+def screen(cfg: ModelConfig, args: argparse.Namespace, device: torch.device, planner: PlannerConfig
+           ) -> tuple[dict[str, dict[str, float]], dict[str, list[str]]]:
+    """Seconds of a one-iteration solve per precision and side, and the precisions each side keeps."""
     one = PlannerConfig(**{**planner.to_dict(), "num_iterations": 1})
-    screen = {p: {side: min(timed(f, device) for _ in range(2))  # the first call warms up
-                  for side, f in solvers(cfg, args.envs[0], device, one, p, None).items()}
-              for p in args.precisions}
-    kept = {side: [p for p in args.precisions if "fp32" not in screen
-                   or screen[p][side] <= SCREEN_SLOWER * screen["fp32"][side]] for side in ("lewm_agent", "reference")}
-    rows, failed = [], []
-    for n in args.envs:
-        for p in args.precisions:
-            fns = {side: f for side, f in solvers(cfg, n, device, planner, p, args.compile).items() if p in kept[side]}
-            for side, f in list(fns.items()):
-                try:
-                    f()  # warm-up (and compilation)
-                except Exception as e:  # e.g. a side that does not compile: reported, the other still timed
-                    print(f"{side} {p} envs {n} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
-                    failed.append({"side": side, "precision": p, "envs": n, "error": f"{type(e).__name__}: {e}"[:2000]})
-                    del fns[side]
-            times: dict[str, list[float]] = {side: [] for side in fns}
-            for _ in range(args.repeats):  # alternating rounds: drift and load hit both sides alike
-                for side, f in fns.items():
-                    times[side].append(timed(f, device))
-            for side, ts in times.items():
-                rows.append({"side": side, "envs": n, "precision": p, "ms_per_solve": 1e3 * statistics.median(ts),
-                             "ms_per_iteration": 1e3 * statistics.median(ts) / args.iterations,
-                             "min_ms": 1e3 * min(ts), "max_ms": 1e3 * max(ts), "repeats": args.repeats})
-    ratios = []
-    for n in args.envs:
+    secs = {p: {side: min(timed(f, device) for _ in range(2))  # the first call warms up
+                for side, f in solvers(cfg, args.envs[0], device, one, p, None).items()}
+            for p in args.precisions}
+    kept = {side: [p for p in args.precisions if "fp32" not in secs
+                   or secs[p][side] <= SCREEN_SLOWER * secs["fp32"][side]] for side in ("lewm_agent", "reference")}
+    return secs, kept
+
+
+def time_alternating(fns: dict[str, Callable[[], object]], label: dict, repeats: int, device: torch.device,
+                     failed: list[dict]) -> list[dict]:
+    """Median ms per solve of each side, one warm-up each (a side that fails it is reported and dropped),
+    then alternating rounds so that drift and load hit both sides alike."""
+    for side, f in list(fns.items()):
+        try:
+            f()  # warm-up (and compilation)
+        except Exception as e:  # e.g. a side that does not compile: reported, the other still timed
+            print(f"{side} {label} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            failed.append({"side": side, **label, "error": f"{type(e).__name__}: {e}"[:2000]})
+            del fns[side]
+    times: dict[str, list[float]] = {side: [] for side in fns}
+    for _ in range(repeats):
+        for side, f in fns.items():
+            times[side].append(timed(f, device))
+    return [{"side": side, **label, "ms_per_solve": 1e3 * statistics.median(ts), "min_ms": 1e3 * min(ts),
+             "max_ms": 1e3 * max(ts), "repeats": repeats} for side, ts in times.items()]
+
+
+def ratios(rows: list[dict], envs: list[int]) -> list[dict]:
+    """Per env count: the reference's time over ours, at each side's best precision and at fp32."""
+    out = []
+    for n in envs:
         best = {side: min((r for r in rows if r["side"] == side and r["envs"] == n), key=lambda r: r["ms_per_solve"],
                           default=None) for side in ("lewm_agent", "reference")}
         if None in best.values():
             continue
         fp32 = {r["side"]: r for r in rows if r["envs"] == n and r["precision"] == "fp32"}
-        ratios.append({"envs": n, "best": best["reference"]["ms_per_solve"] / best["lewm_agent"]["ms_per_solve"],
-                       "best_precision": {s: r["precision"] for s, r in best.items()},
-                       "fp32": fp32["reference"]["ms_per_solve"] / fp32["lewm_agent"]["ms_per_solve"]
-                       if len(fp32) == 2 else None})
-    print(f"one-iteration screen (ms): " + ", ".join(f"{side} {p} {1e3 * t:.0f}" for p, d in screen.items()
-                                                     for side, t in d.items()))
+        out.append({"envs": n, "best": best["reference"]["ms_per_solve"] / best["lewm_agent"]["ms_per_solve"],
+                    "best_precision": {s: r["precision"] for s, r in best.items()},
+                    "fp32": fp32["reference"]["ms_per_solve"] / fp32["lewm_agent"]["ms_per_solve"]
+                    if len(fp32) == 2 else None})
+    return out
+
+
+def against_reference(cfg: ModelConfig, args: argparse.Namespace, device: torch.device,
+                      planner: PlannerConfig) -> dict:
+    """Both sides per env count and precision; precisions the screen drops are reported, not timed."""
+    import reference
+    why = reference.missing()
+    if why:
+        print(f"reference column skipped: {why}")
+        return {"reference": None, "skipped": why}
+    secs, kept = screen(cfg, args, device, planner)
+    rows: list[dict] = []
+    failed: list[dict] = []
+    for n in args.envs:
+        for p in args.precisions:
+            fns = {side: f for side, f in solvers(cfg, n, device, planner, p, args.compile).items() if p in kept[side]}
+            rows += time_alternating(fns, {"envs": n, "precision": p}, args.repeats, device, failed)
+    for r in rows:
+        r["ms_per_iteration"] = r["ms_per_solve"] / args.iterations
+    summary = ratios(rows, args.envs)
+    print("one-iteration screen (ms): " + ", ".join(f"{side} {p} {1e3 * t:.0f}" for p, d in secs.items()
+                                                    for side, t in d.items()))
     print(f"{'side':>11} {'envs':>5} {'prec':>5} {'ms/solve':>10} {'ms/iter':>9}")
     for r in rows:
         print(f"{r['side']:>11} {r['envs']:>5} {r['precision']:>5} {r['ms_per_solve']:>10.1f} "
               f"{r['ms_per_iteration']:>9.2f}")
-    for r in ratios:
+    for r in summary:
         fp32_txt = f"{r['fp32']:.2f}x" if r["fp32"] else "-"
         print(f"envs {r['envs']}: lewm_agent is {r['best']:.2f}x the reference's speed at each side's best "
               f"precision ({r['best_precision']['lewm_agent']} vs {r['best_precision']['reference']}), "
               f"{fp32_txt} at fp32")
     screened = {side: [p for p in args.precisions if p not in kept[side]] for side in kept}
-    return {"context_frames": 1, "screen_ms": {p: {s: 1e3 * t for s, t in d.items()} for p, d in screen.items()},
-            "screened_out": screened, "failed": failed, "results": rows, "ratios": ratios}
+    return {"context_frames": 1, "screen_ms": {p: {s: 1e3 * t for s, t in d.items()} for p, d in secs.items()},
+            "screened_out": screened, "failed": failed, "results": rows, "ratios": summary}
 
 
 def main() -> None:
