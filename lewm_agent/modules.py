@@ -51,7 +51,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
     Without dropout and for a few tokens (the predictor's T <= history), the plain formulation
     is used on every device: PyTorch's fused kernels were measured 1.6x (fp32) to 4x (bf16)
-    slower on this project's CPU, and on an H200 they took 84% of a 50-env bf16 rollout of the
+    slower on this project's CPU on an AVX512 day (within 3% on an AVX2 day), and on an H200 they took 84% of a 50-env bf16 rollout of the
     paper model (124 of 147 ms; the fused kernels are built for long sequences, here each of
     15000 x 16 heads holds 3 tokens). Long sequences (the ViT's patches) keep the fused kernel,
     which never materializes the (Tq, Tk) score matrix.
