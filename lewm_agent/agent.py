@@ -21,6 +21,7 @@ import torch
 
 from .checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from .config import PlannerConfig
+from .cost_probe import load_cost_probe, save_cost_probe
 from .device import bf16_supported, resolve_device  # noqa: F401  (resolve_device: also re-exported here)
 from .cuda_graph import GraphedSolver
 from .planner import CEMPlanner
@@ -84,7 +85,7 @@ class LeWMAgent:
 
     def __init__(self, model: WorldModel, meta: CheckpointMeta, device: str | torch.device = "auto",
                  planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
-                 compile: str | None = None):
+                 compile: str | None = None, cost_probe: tuple[torch.Tensor, dict[str, str]] | None = None):
         """precision: "fp32", "bf16" (autocast in the imagined rollouts) or "auto" (bf16 where native).
 
         compile: None (eager); "cudagraph" (CUDA only): each whole CEM solve replayed from a CUDA
@@ -92,6 +93,9 @@ class LeWMAgent:
         or a `torch.compile` mode for the imagined rollout and its cost, the model work of one CEM
         iteration ("reduce-overhead" replays that as a CUDA graph). Compiling takes tens of seconds
         per batch size; on this project's CPU it gained little.
+
+        cost_probe: (P (latent_dim, k), its fit record) from `load_cost_probe`; the planner's
+        `probe_weight` weighs it in the cost. `from_pretrained` loads the checkpoint's own.
         """
         self.device = resolve_device(device)
         if precision not in ("auto", "fp32", "bf16"):
@@ -107,6 +111,7 @@ class LeWMAgent:
         self.meta = meta
         self.cfg = model.cfg
         self.planner_cfg = planner or meta.planner
+        self.cost_probe = self._check_probe(cost_probe)
         self.planner = CEMPlanner(self.cfg.action_block_dim, self.planner_cfg, self.device, seed,
                                   step_dim=self.cfg.action_dim)
         self._imagine = torch.compile(self._imagined_cost, mode=compile, dynamic=False, fullgraph=True) \
@@ -139,7 +144,19 @@ class LeWMAgent:
         dev = resolve_device(device)
         model, meta = load_checkpoint(path, dev)
         cfg = replace(planner or meta.planner, **planner_overrides)
-        return cls(model, meta, dev, cfg, seed, precision, compile)
+        return cls(model, meta, dev, cfg, seed, precision, compile, load_cost_probe(path))
+
+    def _check_probe(self, cost_probe: tuple[torch.Tensor, dict[str, str]] | None
+                     ) -> tuple[torch.Tensor, dict[str, str]] | None:
+        if cost_probe is None:
+            if self.planner_cfg.probe_weight > 0:
+                raise ValueError(f"planner.probe_weight: {self.planner_cfg.probe_weight} needs a cost probe, and the "
+                                 "checkpoint has none (fit one: lewm probe --checkpoint C --data TRAIN --cost-probe Q)")
+            return None
+        matrix, info = cost_probe
+        if matrix.dim() != 2 or matrix.shape[0] != self.cfg.latent_dim:
+            raise ValueError(f"cost_probe: expected a ({self.cfg.latent_dim}, k) matrix, got {tuple(matrix.shape)}")
+        return matrix.float().to(self.device), dict(info)
 
     def __repr__(self) -> str:
         p = self.planner_cfg
@@ -150,6 +167,8 @@ class LeWMAgent:
 
     def save(self, path: str | os.PathLike, **kwargs: Any) -> None:
         save_checkpoint(path, self.model, replace(self.meta, planner=self.planner_cfg), **kwargs)
+        if self.cost_probe is not None:  # re-tied to the weights just written
+            save_cost_probe(path, self.cost_probe[0].cpu().numpy(), self.cost_probe[1])
 
     # ---------------------------------------------------------------- state
     def reset(self, indices: int | list[int] | np.ndarray | None = None) -> None:
@@ -320,15 +339,20 @@ class LeWMAgent:
 
     def _imagined_cost(self, ctx: torch.Tensor, actions: torch.Tensor, past: torch.Tensor | None,
                        goal_emb: torch.Tensor) -> torch.Tensor:
-        """Squared latent distance to the goal of each candidate's imagined frames: (n, S), the
-        final frame's (paper) or the nearest over the horizon (`cost="min"`)."""
+        """Squared latent distance to the goal of each candidate's imagined frames (plus the weighted
+        cost probe's, where set): (n, S), the final frame's (paper) or the nearest over the horizon
+        (`cost="min"`)."""
         # No autocast weight cache under CUDA-graph capture: cached casts would live outside the graph.
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16,
                             cache_enabled=self.compile != CUDA_GRAPH):
             z = self.model.rollout(ctx, actions, past)                                  # (n, S, H, D)
         if self.planner_cfg.cost == "final":
             z = z[:, :, -1:]
-        return (z.float() - goal_emb[:, None, None]).pow(2).sum(-1).amin(-1)
+        diff = z.float() - goal_emb[:, None, None]
+        cost = diff.pow(2).sum(-1)                                                      # (n, S, H)
+        if self.cost_probe is not None and self.planner_cfg.probe_weight > 0:
+            cost = cost + self.planner_cfg.probe_weight * (diff @ self.cost_probe[0]).pow(2).sum(-1)
+        return cost.amin(-1)
 
     def _denormalize(self, block: np.ndarray) -> np.ndarray:
         steps = block.reshape(self.cfg.frameskip, self.cfg.action_dim) * self.action_std + self.action_mean

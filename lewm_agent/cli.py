@@ -246,11 +246,28 @@ def _probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="folder for probe.json and probe.md")
     p.add_argument("--card", action="store_true", help="write probe.json and the table into the checkpoint's card")
+    p.add_argument("--cost-probe", metavar="QUANTITY", default=None,
+                   help="instead: fit a linear probe of QUANTITY (e.g. cube_xyz) on --data (the training file) and "
+                        "save it into the checkpoint for the planner's probe_weight cost")
+
+
+def _cost_probe(a: argparse.Namespace) -> int:
+    from .cost_probe import fit_cost_probe, save_cost_probe
+    matrix, report = fit_cost_probe(a.checkpoint, a.data, a.cost_probe, frames=a.frames,
+                                    val_fraction=a.val_fraction, seed=a.seed, device=a.device)
+    path = save_cost_probe(a.checkpoint, matrix, {**report, "command": a.command_line})
+    held = report["held_out"]
+    print(f"wrote {path}: {a.cost_probe} from {report['fit_frames']} frames; on {report['score_frames']} held-out "
+          f"frames r {held['r']:.3f}, R2 {held['r2']:.3f}, median error {held['median_error']:.3g} {held['unit']}; "
+          f"pooled std {report['scale']:.3g} {report['unit']}")
+    return 0
 
 
 def _probe(a: argparse.Namespace) -> int:
     from .checkpoint import atomic_write_bytes, resolve_checkpoint, write_card_section
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
+    if a.cost_probe is not None:
+        return _cost_probe(a)
     from .probe import ProbeConfig, markdown, probe
     report = probe(ProbeConfig(checkpoint=a.checkpoint, data=a.data, frames=a.frames, val_fraction=a.val_fraction,
                                seed=a.seed, mlp_steps=a.mlp_steps, device=a.device))

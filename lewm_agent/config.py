@@ -118,6 +118,8 @@ class PlannerConfig:
     noise_beta: float = 0.0            # sampling noise colour along time: 0 white (paper), 2 smooth (iCEM)
     cost: str = "final"                # latent distance to the goal of the "final" predicted frame (paper)
                                        # or the "min" over the horizon's frames (reach the goal at any step)
+    probe_weight: float = 0.0          # weight of the checkpoint's cost probe (`lewm probe --cost-probe`) in the
+                                       # cost: |z - g|^2 + probe_weight |P (z - g)|^2; 0 is the paper's cost
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -131,6 +133,8 @@ class PlannerConfig:
                 f"PlannerConfig.receding_horizon ({self.receding_horizon}) must be <= horizon ({self.horizon})")
         if not self.std > 0:
             raise ValueError(f"PlannerConfig.std must be > 0, got {self.std}")
+        if not self.probe_weight >= 0:
+            raise ValueError(f"PlannerConfig.probe_weight must be >= 0, got {self.probe_weight}")
         if not 0.0 <= self.noise_beta <= 4.0:
             raise ValueError(f"PlannerConfig.noise_beta must be in [0, 4], got {self.noise_beta}")
 

@@ -1,0 +1,113 @@
+"""A cost probe: a linear map from the latent to the task's physical quantity, for the planner's cost.
+
+The paper's planning cost is the squared latent distance to the goal image's embedding. Every
+pixel of the image weighs in it, so where the part of the scene that decides success is small
+(Cube: a 4 cm cube beside an arm that fills much of the frame) plans that move the arm towards
+its pose in the goal image lower the cost as much as plans that carry the cube there. A cost
+probe adds `probe_weight * |P (z - g)|^2`, with P a ridge probe from the embedding to the
+quantity (e.g. the cube's xyz), fitted once on a rollout file's labelled frames. At run time it
+needs nothing but the two images: P is a fixed (D, k) matrix in latent space.
+
+P is fitted on standardized embeddings and its output divided by the quantity's pooled standard
+deviation, so `|P (z - g)|^2` counts the predicted displacement in standard deviations of the
+quantity, isotropically in the env's units. The folder file records the weights' hash: a probe
+is refused beside weights it was not fitted to.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from .checkpoint import load_checkpoint, resolve_checkpoint, save_tensors_atomic, weights_sha256
+from .device import resolve_device
+
+COST_PROBE = "cost_probe.safetensors"
+
+
+def ridge_matrix(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Closed-form ridge on standardized inputs, as a map of embedding differences.
+
+    Returns (M (D, k), the offset for absolute predictions, the quantity's pooled std): the
+    prediction for z is `z @ M * scale + offset`, and `(z - g) @ M` its change in pooled stds.
+    """
+    mu, sd = x.mean(0), x.std(0) + 1e-8
+    a = (x - mu) / sd
+    y_mu = y.mean(0)
+    w = np.linalg.solve(a.T @ a + alpha * len(a) * np.eye(a.shape[1]), a.T @ (y - y_mu))
+    scale = float(np.sqrt(((y - y_mu) ** 2).mean(0).mean())) or 1.0
+    m = w / sd[:, None] / scale
+    return m, y_mu - (mu @ m) * scale, scale
+
+
+def fit_cost_probe(checkpoint: str | os.PathLike, data: str | os.PathLike, quantity: str, frames: int = 20_000,
+                   val_fraction: float = 0.2, ridge: float = 1e-2, seed: int = 0,
+                   device: str = "auto") -> tuple[np.ndarray, dict[str, Any]]:
+    """Fit P for `quantity` on the frames of most episodes of `data`; score it on the others.
+
+    Fit it on the training file (its labels are the simulator's, seen once, offline), never on
+    a test file the agent is evaluated on. Returns (P (D, k) float32, a JSON-able report).
+    """
+    # Fitting reads rollout files and env classes; the agent, which only loads P, does not import them.
+    from .data import split_episodes
+    from .probe import embed_rows, env_quantities, sample_rows, score
+    from .rollouts import RolloutFile
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    with RolloutFile(data) as rf:
+        if rf.env_id != meta.env_id:
+            raise ValueError(f"--data: {data} holds {rf.env_id!r} episodes, the checkpoint is for {meta.env_id!r}")
+        if "state" not in rf.file or "observation" not in rf.file:
+            raise ValueError(f"--data: {data} has no state/observation columns; a cost probe needs them")
+        split = split_episodes(rf.num_episodes, val_fraction, seed)
+        if len(split.train_episodes) == 0 or len(split.val_episodes) == 0:
+            raise ValueError(f"--data: {data} holds {rf.num_episodes} episodes; too few to fit and score a probe")
+        n_val = max(1, round(frames * val_fraction))
+        parts = []
+        for eps, n in ((split.train_episodes, frames - n_val), (split.val_episodes, n_val)):
+            rows = sample_rows(rf, np.sort(eps), n)
+            q = env_quantities(meta.env_id, rf.column("state")[rows], rf.column("observation")[rows])
+            if quantity not in q:
+                raise ValueError(f"--cost-probe: {meta.env_id} has no quantity {quantity!r}; expected one of {sorted(q)}")
+            parts.append((embed_rows(model, rf, rows, dev), q[quantity][0], q[quantity][1]))
+    (x_tr, y_tr, unit), (x_te, y_te, _) = parts
+    m, offset, scale = ridge_matrix(x_tr, y_tr, ridge)
+    held_out = score(y_te, x_te @ m * scale + offset, unit)
+    report = {"quantity": quantity, "unit": unit, "data": str(data), "fit_frames": len(x_tr),
+              "score_frames": len(x_te), "ridge": ridge, "scale": scale, "held_out": held_out}
+    return m.astype(np.float32), report
+
+
+def save_cost_probe(checkpoint: str | os.PathLike, matrix: np.ndarray, report: dict[str, Any]) -> Path:
+    """Write P into the checkpoint folder (atomically), tied to its current weights."""
+    folder = resolve_checkpoint(checkpoint)
+    meta = {**{k: str(v) for k, v in report.items() if k not in ("held_out", "weights_sha256")},
+            "weights_sha256": weights_sha256(folder)}
+    path = folder / COST_PROBE
+    save_tensors_atomic(path, {"matrix": torch.as_tensor(matrix, dtype=torch.float32)}, meta)
+    return path
+
+
+def load_cost_probe(checkpoint: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]] | None:
+    """(P (D, k), its recorded fit) of a checkpoint folder, or None where it has none."""
+    folder = resolve_checkpoint(checkpoint)
+    path = folder / COST_PROBE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info = dict(f.metadata() or {})
+            matrix = f.get_tensor("matrix")
+    except Exception as e:  # noqa: BLE001  safetensors raises its own error type for a torn or foreign file
+        raise ValueError(f"checkpoint {folder}: {COST_PROBE} is not a readable cost probe ({type(e).__name__}: {e})") from None
+    if info.get("weights_sha256") != weights_sha256(folder):
+        raise ValueError(f"checkpoint {folder}: {COST_PROBE} was fitted to other weights; refit it with "
+                         f"`lewm probe --checkpoint {folder} --data TRAINING_FILE --cost-probe QUANTITY`")
+    if matrix.dim() != 2 or not torch.isfinite(matrix).all():
+        raise ValueError(f"checkpoint {folder}: {COST_PROBE}: expected a finite (latent_dim, k) matrix, "
+                         f"got shape {tuple(matrix.shape)}")
+    return matrix.float(), info
