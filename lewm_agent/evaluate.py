@@ -286,6 +286,8 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
               "held_out_episodes": int(len(held)), "episodes_per_seed": cfg.episodes, "seeds": list(cfg.seeds),
               "goal_offset": cfg.goal_offset, "budget": cfg.budget, "device": str(agent.device),
               "precision": "bf16" if agent.bf16 else "fp32", "planner": agent.planner_cfg.to_dict(),
+              "cost_probe": None if agent.cost_probe is None or not agent.planner_cfg.probe_weight
+              else agent.cost_probe[1],
               "rows": rows,
               "planning": {"solves": int(len(times)), "envs_per_solve": cfg.episodes,
                            "median_s_per_solve": float(np.median(times)) if len(times) else None,
@@ -347,6 +349,19 @@ def _env_pairs(env: gym.Env, n: int, seed: int) -> tuple[list[Pair], int]:
     return pairs, skipped
 
 
+def planner_line(report: dict[str, Any]) -> str:
+    """The planner settings behind the lewm row, as the table's reader needs them."""
+    c = report["planner"]
+    line = (f"Planner: CEM {c['num_samples']} samples x {c['num_iterations']} iterations, {c['num_elites']} elites, "
+            f"horizon {c['horizon']}, replan every {c['receding_horizon']} blocks, cost {c['cost']!r}, "
+            f"noise beta {c['noise_beta']:g}")
+    probe = report.get("cost_probe")
+    if probe:
+        line += (f", cost probe of {probe.get('quantity')} fitted on {probe.get('data')} at weight "
+                 f"{c['probe_weight']:g}")
+    return line + "."
+
+
 def markdown(report: dict[str, Any]) -> str:
     p = report["planning"]
     rows = report["rows"]
@@ -370,6 +385,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "Success is over the pairs played; pairs whose start already satisfied the goal were "
                       "skipped and redrawn (\"skipped\"). The paper's protocol keeps them and counts them as "
                       "successes: (successes + skipped) / (pairs + skipped), per seed; its interval is pooled."]
+    if report.get("planner"):
+        lines += ["", planner_line(report)]
     if p["median_s_per_solve"] is not None:
         lines += ["", f"Planning ({report['device']}, {report['precision']}): {p['solves']} batched solves of "
                       f"{p['envs_per_solve']} envs, median {p['median_s_per_solve']:.2f} s, p95 "

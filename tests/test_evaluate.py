@@ -3,6 +3,7 @@ import pytest
 
 from lewm_agent.cli import main
 from lewm_agent.collect import CollectConfig, collect
+from lewm_agent.config import PlannerConfig
 from lewm_agent.evaluate import EvalConfig, Pair, evaluate, markdown, sample_pairs, summarize, wilson
 from lewm_agent.rollouts import RolloutFile
 
@@ -30,6 +31,11 @@ def test_honest_and_paper_protocol_columns_by_hand():
     none_skipped = summarize({0: np.array([1, 0], bool)}, {0: 0})
     report["rows"] = {"lewm": {**none_skipped, "seconds_per_episode": 1.0}}
     assert "paper protocol" not in markdown(report)  # nothing was skipped: one column says it all
+    report["planner"] = {**PlannerConfig(num_samples=40, num_elites=4, probe_weight=7.0).to_dict()}
+    assert "Planner: CEM 40 samples x 30 iterations, 4 elites" in markdown(report)
+    assert "cost probe" not in markdown(report)
+    report["cost_probe"] = {"quantity": "cube_xyz", "data": "train.h5"}  # the planner weighed a cost probe in
+    assert "cost probe of cube_xyz fitted on train.h5 at weight 7." in markdown(report)
 
 
 def test_pairs_come_from_the_given_episodes_at_the_offset_and_are_seeded(two_room_data):
