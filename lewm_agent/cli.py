@@ -260,6 +260,12 @@ def _cost_probe(a: argparse.Namespace) -> int:
     print(f"wrote {path}: {a.cost_probe} from {report['fit_frames']} frames; on {report['score_frames']} held-out "
           f"frames r {held['r']:.3f}, R2 {held['r2']:.3f}, median error {held['median_error']:.3g} {held['unit']}; "
           f"pooled std {report['scale']:.3g} {report['unit']}")
+    pairs = report["pairs"]
+    if pairs:
+        print(f"on {pairs['pairs']} held-out pairs {pairs['offset']} frames apart (median {a.cost_probe} change "
+              f"{pairs['median_displacement']:.3g} {report['unit']}): Pearson r with that change, latent term "
+              f"{pairs['r_latent_term']:.2f}, probe term {pairs['r_probe_term']:.2f}; probe_weight "
+              f"{pairs['balancing_weight']:.3g} makes their medians equal")
     return 0
 
 

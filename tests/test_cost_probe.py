@@ -1,6 +1,7 @@
 """The cost probe: a linear latent -> quantity map fitted offline, weighed into the planner's cost."""
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ from lewm_agent import LeWMAgent
 from lewm_agent.checkpoint import load_checkpoint, save_checkpoint
 from lewm_agent.cli import main
 from lewm_agent.config import PlannerConfig
-from lewm_agent.cost_probe import COST_PROBE, load_cost_probe, ridge_matrix
+from lewm_agent.cost_probe import COST_PROBE, _cost_terms, load_cost_probe, ridge_matrix
 from lewm_agent.probe import fit_ridge
 
 
@@ -30,6 +31,21 @@ def test_ridge_matrix_is_the_ridge_probe_as_a_map_of_differences():
     np.testing.assert_allclose(d * scale, y[:300] - y[300:], atol=0.05 * np.abs(y).max())
 
 
+def test_cost_terms_by_hand():
+    # Two coordinates of the latent: one tracks the quantity, one does not (the "arm").
+    moved = np.array([0.0, 1.0, 2.0, 3.0])
+    arm = np.array([5.0, 1.0, 4.0, 2.0])
+    start = (np.zeros((4, 2)), np.zeros((4, 1)))
+    goal = (np.stack([moved, arm], 1), moved[:, None])
+    m = np.array([[1.0], [0.0]])                                    # the probe reads the first coordinate
+    out = _cost_terms(m, start, goal)
+    latent, probed = moved ** 2 + arm ** 2, moved ** 2
+    assert out["pairs"] == 4 and out["median_displacement"] == 1.5
+    assert out["r_latent_term"] == pytest.approx(np.corrcoef(latent, moved)[0, 1])
+    assert out["r_probe_term"] == pytest.approx(np.corrcoef(probed, moved)[0, 1]) and out["r_probe_term"] > 0.95
+    assert out["balancing_weight"] == pytest.approx(np.median(latent) / np.median(probed))
+
+
 def probe_folder(two_room_ck, two_room_data, tmp_path, capsys):
     ck = tmp_path / "ck"
     shutil.copytree(two_room_ck, ck)
@@ -37,6 +53,7 @@ def probe_folder(two_room_ck, two_room_data, tmp_path, capsys):
                  "--device", "cpu", "--cost-probe", "agent_xy"]) == 0
     out = capsys.readouterr().out
     assert f"wrote {ck / COST_PROBE}" in out and "held-out" in out
+    assert "held-out pairs 25 frames apart" in out and "makes their medians equal" in out
     return ck
 
 
@@ -46,6 +63,8 @@ def test_cli_fits_and_the_agent_loads_and_saves_it(two_room_ck, two_room_data, t
     latent = load_checkpoint(ck)[1].model.latent_dim
     assert matrix.shape == (latent, 2) and torch.isfinite(matrix).all()
     assert info["quantity"] == "agent_xy" and "--cost-probe agent_xy" in info["command"]
+    pairs = json.loads(info["pairs"])
+    assert pairs["offset"] == 25 and pairs["pairs"] > 1 and pairs["balancing_weight"] > 0
     agent = LeWMAgent.from_pretrained(ck, device="cpu", probe_weight=5.0)
     torch.testing.assert_close(agent.cost_probe[0], matrix)
     agent.save(tmp_path / "saved", weights_dtype="float16")      # other weight bytes: the probe is re-tied to them
