@@ -144,7 +144,7 @@ class LeWMAgent:
         dev = resolve_device(device)
         model, meta = load_checkpoint(path, dev)
         cfg = replace(planner or meta.planner, **planner_overrides)
-        return cls(model, meta, dev, cfg, seed, precision, compile, load_cost_probe(path))
+        return cls(model, meta, dev, cfg, seed, precision, compile, load_cost_probe(path, strict=cfg.probe_weight > 0))
 
     def _check_probe(self, cost_probe: tuple[torch.Tensor, dict[str, str]] | None
                      ) -> tuple[torch.Tensor, dict[str, str]] | None:

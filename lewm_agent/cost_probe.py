@@ -11,12 +11,13 @@ needs nothing but the two images: P is a fixed (D, k) matrix in latent space.
 P is fitted on standardized embeddings and its output divided by the quantity's pooled standard
 deviation, so `|P (z - g)|^2` counts the predicted displacement in standard deviations of the
 quantity, isotropically in the env's units. The folder file records the weights' hash: a probe
-is refused beside weights it was not fitted to.
+beside weights it was not fitted to is refused where the planner weighs it in, ignored elsewhere.
 """
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,13 @@ def save_cost_probe(checkpoint: str | os.PathLike, matrix: np.ndarray, report: d
     return path
 
 
-def load_cost_probe(checkpoint: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]] | None:
-    """(P (D, k), its recorded fit) of a checkpoint folder, or None where it has none."""
+def load_cost_probe(checkpoint: str | os.PathLike, strict: bool = True) -> tuple[torch.Tensor, dict[str, str]] | None:
+    """(P (D, k), its recorded fit) of a checkpoint folder, or None where it has none.
+
+    A probe fitted to other weights (a retrained run, or a save killed between the weights and
+    the probe) raises; with `strict=False` (a planner that does not use it) it is dropped with a
+    warning, so the folder still loads.
+    """
     folder = resolve_checkpoint(checkpoint)
     path = folder / COST_PROBE
     if not path.is_file():
@@ -136,6 +142,9 @@ def load_cost_probe(checkpoint: str | os.PathLike) -> tuple[torch.Tensor, dict[s
     except Exception as e:  # noqa: BLE001  safetensors raises its own error type for a torn or foreign file
         raise ValueError(f"checkpoint {folder}: {COST_PROBE} is not a readable cost probe ({type(e).__name__}: {e})") from None
     if info.get("weights_sha256") != weights_sha256(folder):
+        if not strict:
+            warnings.warn(f"checkpoint {folder}: {COST_PROBE} was fitted to other weights; ignored", stacklevel=2)
+            return None
         raise ValueError(f"checkpoint {folder}: {COST_PROBE} was fitted to other weights; refit it with "
                          f"`lewm probe --checkpoint {folder} --data TRAINING_FILE --cost-probe QUANTITY`")
     if matrix.dim() != 2 or not torch.isfinite(matrix).all():

@@ -80,7 +80,9 @@ def test_a_probe_beside_other_weights_or_a_missing_probe_is_refused(two_room_ck,
         next(model.parameters()).add_(1.0)
     save_checkpoint(ck, model, meta)                               # retrained weights, old probe beside them
     with pytest.raises(ValueError, match="fitted to other weights"):
-        LeWMAgent.from_pretrained(ck, device="cpu")
+        LeWMAgent.from_pretrained(ck, device="cpu", probe_weight=1.0)
+    with pytest.warns(UserWarning, match="fitted to other weights"):  # a planner that does not use it still loads
+        assert LeWMAgent.from_pretrained(ck, device="cpu").cost_probe is None
     with pytest.raises(ValueError, match="planner.probe_weight"):
         LeWMAgent.from_pretrained(two_room_ck, device="cpu", probe_weight=1.0)
     with pytest.raises(ValueError, match="probe_weight"):
