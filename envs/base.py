@@ -83,10 +83,13 @@ class GoalPixelEnv(gym.Env):
 
     # ---------------------------------------------------------------- helpers
     def _check_state(self, name: str, state: Any) -> np.ndarray:
-        s = np.asarray(state, dtype=np.float64)
+        expected = f"options[{name!r}]: expected a finite float array of shape ({self.state_dim},) as returned by env.get_state()"
+        try:
+            s = np.asarray(state, dtype=np.float64)
+        except (TypeError, ValueError):  # a string, ragged lists, objects: name the option, not numpy's parse error
+            raise ValueError(f"{expected}, got {type(state).__name__} {str(state)[:40]!r}") from None
         if s.shape != (self.state_dim,) or not np.isfinite(s).all():
-            raise ValueError(f"options[{name!r}]: expected a finite float array of shape ({self.state_dim},) "
-                             f"as returned by env.get_state(), got shape {s.shape}")
+            raise ValueError(f"{expected}, got shape {s.shape}")
         return s
 
     def render_state(self, state: np.ndarray) -> np.ndarray:

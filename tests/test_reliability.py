@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import lewm_agent.checkpoint as ckpt_mod
 from lewm_agent import ModelConfig, PlannerConfig, WorldModel, preset
@@ -259,6 +259,8 @@ _JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_
 @given(options=st.one_of(_JUNK, st.dictionaries(st.sampled_from(["state", "goal_state", "goal_steps", "seed", "x"]),
                                                 _JUNK, max_size=3)),
        action=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=4))
+@example(options={"state": ""}, action=[])          # found by CI: numpy's parse error escaped unnamed
+@example(options={"goal_state": [[1.0], [1.0, 2.0]]}, action=[])
 def test_env_reset_options_and_actions_are_accepted_or_refused_by_name(options, action):
     import gymnasium as gym
     env = gym.make("lewm/TwoRoom-v0", image_size=16).unwrapped
