@@ -58,15 +58,12 @@ def fit_cost_probe(checkpoint: str | os.PathLike, data: str | os.PathLike, quant
     """
     # Fitting reads rollout files and env classes; the agent, which only loads P, does not import them.
     from .data import split_episodes
-    from .probe import sample_rows, score
+    from .probe import check_labelled_file, sample_rows, score
     from .rollouts import RolloutFile
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
     with RolloutFile(data) as rf:
-        if rf.env_id != meta.env_id:
-            raise ValueError(f"--data: {data} holds {rf.env_id!r} episodes, the checkpoint is for {meta.env_id!r}")
-        if "state" not in rf.file or "observation" not in rf.file:
-            raise ValueError(f"--data: {data} has no state/observation columns; a cost probe needs them")
+        check_labelled_file(rf, meta, str(data))  # the same refusals as `lewm probe`, render settings included
         split = split_episodes(rf.num_episodes, val_fraction, seed)
         if len(split.train_episodes) == 0 or len(split.val_episodes) == 0:
             raise ValueError(f"--data: {data} holds {rf.num_episodes} episodes; too few to fit and score a probe")

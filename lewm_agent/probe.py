@@ -135,18 +135,24 @@ def embed_rows(model: torch.nn.Module, rf: RolloutFile, rows: np.ndarray, device
     return torch.cat(out).numpy().astype(np.float64)
 
 
+def check_labelled_file(rf: RolloutFile, meta: Any, data: str) -> None:
+    """Refuse a rollout file a probe cannot use with this checkpoint: another env, other pixels,
+    an env without probe quantities, no simulator state."""
+    if rf.env_id != meta.env_id:
+        raise ValueError(f"--data: {data} holds {rf.env_id!r} episodes, the checkpoint is for {meta.env_id!r}")
+    check_pixel_settings(meta.env_id, rf.env_kwargs, meta.env_kwargs, f"--data: {data}")
+    env_class(meta.env_id)  # refuse an env without probe quantities before embedding any frame
+    for col in ("state", "observation"):
+        if col not in rf.file:
+            raise ValueError(f"--data: {data} has no {col!r} column; probes need the simulator state")
+
+
 def probe(cfg: ProbeConfig) -> dict[str, Any]:
     """Fit and score every probe; returns the report (JSON-able)."""
     device = resolve_device(cfg.device)
     model, meta = load_checkpoint(cfg.checkpoint, device)
     with RolloutFile(cfg.data) as rf:
-        if rf.env_id != meta.env_id:
-            raise ValueError(f"--data: {cfg.data} holds {rf.env_id!r} episodes, the checkpoint is for {meta.env_id!r}")
-        check_pixel_settings(meta.env_id, rf.env_kwargs, meta.env_kwargs, f"--data: {cfg.data}")
-        env_class(meta.env_id)  # refuse an env without probe quantities before embedding any frame
-        for col in ("state", "observation"):
-            if col not in rf.file:
-                raise ValueError(f"--data: {cfg.data} has no {col!r} column; probes need the simulator state")
+        check_labelled_file(rf, meta, cfg.data)
         if rf.num_episodes < 2:
             raise ValueError(f"--data: {cfg.data} holds {rf.num_episodes} episode; probes need >= 2 to split by episode")
         split = split_episodes(rf.num_episodes, cfg.val_fraction, cfg.seed)
