@@ -25,6 +25,12 @@ the paper's human Push-T data) instead of ~60 at full speed. Off-expert segments
 with probability `detour` per step the expert hands over to a random segment of 3-10 steps
 (one random direction and speed, the displacement a planner's random sample would command),
 so the data also shows what happens after actions the expert would not take.
+
+Paper pace (`PAPER_PACED`): human demonstrators reach the block quickly and push slowly, so
+their disc touches the block most of the time. `approach_speed` paces the steps that do not push
+apart from `max_speed`; with far, strongly rotated goals (the env kwargs below) the episodes last
+as long as the paper's human Push-T data (125 frames on average) and the disc is in contact on
+about half of the frames, against 18% for the paced expert alone.
 """
 from __future__ import annotations
 
@@ -36,6 +42,10 @@ import numpy as np
 from .pusht import ACTION_SCALE, AGENT_HI, AGENT_LO
 from .pusht_render import (AGENT_RADIUS, T_AREA, T_COG, T_OUTLINE, t_sdf, t_sdf_local, to_world,
                            wrap_angle)
+
+# The paper-paced, pushing-rich recipe: `lewm collect --expert-kwargs` and `--env-kwargs` values.
+PAPER_PACED = {"expert_kwargs": {"max_speed": 7, "approach_speed": 40, "noise": 0.05, "detour": 0.01},
+               "env_kwargs": {"goal_shift": [60, 200], "goal_rotation": 3.14159}}
 
 R = AGENT_RADIUS
 MASS = 1.0
@@ -87,19 +97,23 @@ class PushTExpert:
         travel_scale: px of approach travel that halve a contact's score (default 150).
         max_speed: largest waypoint distance per step in px, the pace (default None: full speed).
         detour: probability per step of starting an off-expert random segment (default 0).
+        approach_speed: the pace in px per step while the disc is not pushing (approach, going
+            around the block, the final placement); default None: `max_speed` throughout.
     """
 
     collect_env_kwargs: dict[str, Any] = {}
 
     def __init__(self, noise: float = 0.1, explore: float = 0.2, rotation_scale: float = 60.0,
                  pos_tol: float = 8.0, ang_tol: float = 0.15, gap: float = 6.0, push_speed: float = 12.0,
-                 travel_scale: float = 150.0, max_speed: float | None = None, detour: float = 0.0):
+                 travel_scale: float = 150.0, max_speed: float | None = None, detour: float = 0.0,
+                 approach_speed: float | None = None):
         for name, v, lo, hi in (("noise", noise, 0.0, 10.0), ("explore", explore, 0.0, 1.0),
                                 ("rotation_scale", rotation_scale, 1.0, 1000.0), ("pos_tol", pos_tol, 1.0, 19.0),
                                 ("ang_tol", ang_tol, 0.01, math.pi / 9), ("gap", gap, 1.0, 50.0),
                                 ("push_speed", push_speed, 2.0, 100.0), ("travel_scale", travel_scale, 1.0, 1e4),
                                 ("max_speed", 100.0 if max_speed is None else max_speed, 1.0, 100.0),
-                                ("detour", detour, 0.0, 0.5)):
+                                ("detour", detour, 0.0, 0.5),
+                                ("approach_speed", 100.0 if approach_speed is None else approach_speed, 1.0, 100.0)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
                 raise ValueError(f"{name}: expected a number in [{lo}, {hi}], got {v!r}")
         self.noise, self.explore, self.rotation_scale = float(noise), float(explore), float(rotation_scale)
@@ -109,6 +123,7 @@ class PushTExpert:
         self.travel_scale = float(travel_scale)
         self.max_speed = None if max_speed is None else float(max_speed)
         self.detour = float(detour)
+        self.approach_speed = None if approach_speed is None else float(approach_speed)
         self._env: Any = None
         self._rng = np.random.default_rng(0)
         self._reset_episode()
@@ -313,11 +328,14 @@ class PushTExpert:
     def _action(self, state: np.ndarray, waypoint: np.ndarray) -> np.ndarray:
         """Action bringing the disc to rest at `waypoint` in two steps (full speed toward it when far)."""
         v_step = state[5:7] * 0.1
-        if self.max_speed is not None:       # the pace: never steer further than max_speed ahead
+        pace = self.max_speed
+        if self.approach_speed is not None and self._mode != "push":
+            pace = self.approach_speed       # human demonstrators reach the block quickly, push slowly
+        if pace is not None:                 # the pace: never steer further than `pace` px ahead
             ahead = np.asarray(waypoint, dtype=np.float64) - state[:2]
             dist = float(np.linalg.norm(ahead))
-            if dist > self.max_speed:
-                waypoint = state[:2] + ahead * (self.max_speed / dist)
+            if dist > pace:
+                waypoint = state[:2] + ahead * (pace / dist)
         e = (np.asarray(waypoint, dtype=np.float64) - state[:2] - _COAST * v_step) / _REACH
         a = e / ACTION_SCALE
         a = a / max(1.0, float(np.abs(a).max()))          # keep the direction when out of range
