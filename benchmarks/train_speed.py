@@ -3,11 +3,14 @@
 One step = encode (B, history+1) frames, predict, pred_loss + lambda * SIGReg, backward,
 clip, AdamW: exactly the trainer's step, on random uint8 frames already on the device.
 bf16 autocast on CUDA as in training. Prints a table and writes JSON.
+`--precisions` times fp32 and bf16 autocast alternating in one process (CPU or GPU) and names
+the CPU's capability (AVX2, AVX512-BF16, AMX-BF16), the measurement `--precision auto` makes.
 
     python benchmarks/train_speed.py --presets paper small --batch-size 128 --out results/train_speed.json
     python benchmarks/train_speed.py --presets --checkpoints checkpoints/pusht   # a shipped architecture
     python benchmarks/train_speed.py --presets small --nproc 1 2                   # torchrun scaling
     python benchmarks/train_speed.py --presets paper --against reference          # beside the reference
+    python benchmarks/train_speed.py --presets --checkpoints checkpoints/pusht --precisions  # fp32 vs bf16
 
 `--against reference` times the public reference's training step (`pip install -e .[bench]`) on the
 same batch and sizes, alternating steps with ours in one process, and prints the ratio.
@@ -31,14 +34,18 @@ from lewm_agent import ModelConfig, WorldModel, preset, pred_loss, sigreg
 from lewm_agent.distributed import Ranks, setup, teardown, wrap
 from lewm_agent.device import resolve_device
 from lewm_agent.checkpoint import read_meta
+from lewm_agent.precision import cpu_capability
 
 
-def step_fn(net: torch.nn.Module, opt: torch.optim.Optimizer, device: torch.device, num_projections: int = 1024):
-    """The trainer's step; `net` is the WorldModel or its DistributedDataParallel wrapper."""
+def step_fn(net: torch.nn.Module, opt: torch.optim.Optimizer, device: torch.device, num_projections: int = 1024,
+            bf16: bool | None = None):
+    """The trainer's step; `net` is the WorldModel or its DistributedDataParallel wrapper.
+    bf16: autocast; None = on CUDA only."""
     gen = torch.Generator(device=device).manual_seed(0)
+    bf16 = device.type == "cuda" if bf16 is None else bf16
 
     def step(pixels: torch.Tensor, actions: torch.Tensor) -> None:
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             emb, pred = net(pixels, actions)
             loss = pred_loss(pred, emb[:, 1:]) + 0.09 * sigreg(emb.transpose(0, 1), num_projections, generator=gen)
         opt.zero_grad(set_to_none=True)
@@ -104,6 +111,34 @@ def against_reference(cfg: ModelConfig, args: argparse.Namespace, device: torch.
             "ratio": ms["reference"] / ms["lewm_agent"]}
 
 
+def against_precision(cfg: ModelConfig, args: argparse.Namespace, device: torch.device) -> dict:
+    """Median ms per step in fp32 and in bf16 autocast, alternating steps on two copies of one model."""
+    torch.manual_seed(0)
+    sides = {}
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        torch.manual_seed(0)
+        model = WorldModel(cfg).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=1e-3)
+        sides[name] = step_fn(model, opt, device, args.num_projections, bf16)
+    b, t, s = args.batch_size, cfg.history + 1, cfg.image_size
+    pixels = torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, device=device)
+    actions = torch.randn(b, cfg.history, cfg.action_block_dim, device=device)
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for i in range(args.warmup + args.steps):
+        for name, step in sides.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            step(pixels, actions)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - t0)
+    ms = {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+    return {"fp32_ms_per_step": ms["fp32"], "bf16_ms_per_step": ms["bf16"], "bf16_speedup": ms["fp32"] / ms["bf16"],
+            "fp32_samples_per_s": 1e3 * b / ms["fp32"], "bf16_samples_per_s": 1e3 * b / ms["bf16"]}
+
+
 def _rank_main(rank: int, world: int, port: int, threads: int, cfg: ModelConfig, args: argparse.Namespace,
                queue: Any) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
@@ -153,6 +188,8 @@ def main() -> None:
                         "global batch, the threads shared out; e.g. --nproc 1 2")
     p.add_argument("--against", choices=["reference"], default=None,
                    help="also time the public reference's step on the same batch, alternating (ViT presets)")
+    p.add_argument("--precisions", action="store_true",
+                   help="also time fp32 and bf16 autocast alternating in one process (1 process)")
     p.add_argument("--out", default="results/train_speed.json")
     args = p.parse_args()
     device = resolve_device(args.device)
@@ -166,10 +203,12 @@ def main() -> None:
             rows.append({"preset": str(name), "image_size": cfg.image_size, "params": r["params"], "batch_size": b,
                          "processes": nproc, "num_projections": args.num_projections,
                          "ms_per_step": 1e3 * r["seconds"], "samples_per_s": b / r["seconds"], "steps": args.steps})
+        if args.precisions:
+            rows[-1]["precisions"] = against_precision(cfg, args, device)
         if args.against and cfg.encoder == "vit":
             rows[-1]["reference"] = against_reference(cfg, args, device)
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-            f"{device.type} ({platform.machine()}, {torch.get_num_threads()} threads)",
+            f"{device.type} ({platform.machine()}, {cpu_capability()}, {torch.get_num_threads()} threads)",
             "torch": torch.__version__, "results": rows}
     print(f"device: {info['device']}")
     print(f"{'model':>8} {'px':>4} {'params':>11} {'batch':>6} {'procs':>5} {'ms/step':>9} {'samples/s':>10}")
@@ -180,6 +219,10 @@ def main() -> None:
             ref = r["reference"]
             print(f"{'':>8} alternating with the reference: ours {ref['ours_ms_per_step']:.1f} ms, reference "
                   f"{ref['reference_ms_per_step']:.1f} ms per step: lewm_agent is {ref['ratio']:.2f}x its speed")
+        if r.get("precisions"):
+            pr = r["precisions"]
+            print(f"{'':>8} alternating fp32 / bf16 autocast: {pr['fp32_samples_per_s']:.1f} / "
+                  f"{pr['bf16_samples_per_s']:.1f} samples/s: bf16 is {pr['bf16_speedup']:.2f}x fp32's speed")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2))
 

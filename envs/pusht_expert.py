@@ -44,7 +44,7 @@ from .pusht_render import (AGENT_RADIUS, T_AREA, T_COG, T_OUTLINE, t_sdf, t_sdf_
                            wrap_angle)
 
 # The paper-paced, pushing-rich recipe: `lewm collect --expert-kwargs` and `--env-kwargs` values.
-PAPER_PACED = {"expert_kwargs": {"max_speed": 7, "approach_speed": 40, "noise": 0.05, "detour": 0.01},
+PAPER_PACED = {"expert_kwargs": {"max_speed": 8.5, "approach_speed": 40, "noise": 0.05, "detour": 0.01},
                "env_kwargs": {"goal_shift": [60, 200], "goal_rotation": 3.14159}}
 
 R = AGENT_RADIUS

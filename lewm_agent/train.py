@@ -2,7 +2,8 @@
 
     loss = pred_loss(predict(z_1..z_h, a_1..a_h), z_2..z_{h+1}) + lambda * sigreg(z)
 
-AdamW, linear warm-up then cosine decay, gradient clipping, bf16 autocast on CUDA.
+AdamW, linear warm-up then cosine decay, gradient clipping, bf16 autocast where it is
+faster (on CUDA; on a CPU only where a short measurement at start shows it, see precision.py).
 The output folder is at every moment a loadable checkpoint (`model.safetensors`,
 `config.json`, `README.md`) plus `train_state.safetensors` (weights, optimizer moments,
 RNG states and the step, in one file written atomically) and `log.jsonl`. Restarting
@@ -11,6 +12,7 @@ checkpoint interval; log lines written after that checkpoint are dropped.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -33,6 +35,7 @@ from .distributed import Ranks, barrier, mean_over_ranks, setup, teardown, wrap
 from .losses import embedding_stats, pred_loss, sigreg
 from .lock import RunLock
 from .plot import LOG_FILE, log_rows
+from .precision import PrecisionChoice, check_precision, choose, close
 from .progress import Progress
 from .rollouts import RolloutFile
 from .world_model import WorldModel
@@ -69,7 +72,7 @@ class TrainConfig:
     workers: int = 4                     # DataLoader workers in stream mode
     bn_batches: int = 20                 # training batches that re-estimate BatchNorm statistics (0: off)
     weights_dtype: str = "float32"       # storage of the exported model.safetensors
-    precision: str = "auto"              # autocast: "auto" (bf16 on CUDA, fp32 elsewhere), "fp32" or "bf16"
+    precision: str = "auto"              # autocast: "auto" (bf16 where measured faster), "fp32" or "bf16"
     progress: bool = True
     dist_timeout: float = 600.0          # torchrun: seconds a rank waits for the others before failing
 
@@ -81,8 +84,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_interval", "ckpt_interval", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        check_precision("precision", self.precision)
         if self.sigreg_weight is not None and not 0 <= self.sigreg_weight < math.inf:
             raise ValueError(f"sigreg_weight: expected a finite number >= 0, got {self.sigreg_weight}")
         if self.bn_batches < 0:
@@ -103,11 +105,34 @@ def default_sigreg_weight(preset_name: str, latent_dim: int) -> float:
     return 0.09 * latent_dim if preset_name == "paper" else 0.09
 
 
-def autocast(device: torch.device, cfg: TrainConfig) -> torch.autocast:
-    """bf16 autocast on CUDA by default; on CPU only when asked (`precision="bf16"`): with torch
-    2.13 on a 2-core EPYC with AVX512-BF16 it made a training step of the Push-T model 7.5x slower."""
-    enabled = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, torch.bfloat16, enabled=enabled)
+def autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    return torch.autocast(device.type, torch.bfloat16, enabled=bf16)
+
+
+def train_precision(cfg: TrainConfig, model: WorldModel, source: MemoryWindows | StreamWindows,
+                    device: torch.device, ranks: Ranks) -> PrecisionChoice:
+    """`cfg.precision`, with "auto" measured on a copy of the model (its BatchNorm statistics
+    and gradients stay untouched) and one real batch: the step's forward and backward at both
+    precisions. Every rank must find bf16 faster for the run to use it."""
+    pixels, actions = (t.to(device) for t in source.batch(BN_BATCH_BASE))
+    probe = copy.deepcopy(model).train()
+    gen = torch.Generator(device=device)
+
+    def work(bf16: bool) -> torch.Tensor:
+        probe.zero_grad(set_to_none=True)
+        gen.manual_seed(cfg.seed)
+        with autocast(device, bf16):
+            emb, pred = probe(pixels, actions)
+            loss = pred_loss(pred, emb[:, 1:]) + cfg.sigreg_weight * sigreg(
+                emb.transpose(0, 1), cfg.num_projections, cfg.knots, generator=gen)
+        loss.backward()
+        return loss.detach().reshape(1)
+
+    key = ("train", repr(model.cfg), tuple(pixels.shape), cfg.num_projections)
+    choice = choose(cfg.precision, device, key, work, close(0.05))
+    if ranks.world > 1 and cfg.precision == "auto" and mean_over_ranks(ranks, [float(choice.bf16)])[0] < 1.0:
+        choice = PrecisionChoice("fp32", "auto: not every rank measured bf16 faster", choice.fp32_ms, choice.bf16_ms)
+    return choice
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -196,7 +221,7 @@ def _batches(source: MemoryWindows | StreamWindows, start: int, cfg: TrainConfig
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: WorldModel, source: MemoryWindows | StreamWindows, cfg: TrainConfig,
-                          device: torch.device) -> None:
+                          device: torch.device, bf16: bool = False) -> None:
     """Replace the BatchNorm running statistics by exact averages over fixed training batches.
 
     Why: the running averages (momentum 0.1) lag the weights while the learning rate is high,
@@ -214,7 +239,7 @@ def recalibrate_batchnorm(model: WorldModel, source: MemoryWindows | StreamWindo
     for i in range(cfg.bn_batches):
         pixels, actions = source.batch(BN_BATCH_BASE + i)  # the same batches every time, apart from training's
         pixels, actions = pixels.to(device), actions.to(device)
-        with autocast(device, cfg):
+        with autocast(device, bf16):
             model.predict(model.encode(pixels)[:, :-1], actions)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
@@ -222,7 +247,7 @@ def recalibrate_batchnorm(model: WorldModel, source: MemoryWindows | StreamWindo
 
 @torch.no_grad()
 def evaluate(model: WorldModel, source: MemoryWindows | StreamWindows, starts: np.ndarray, cfg: TrainConfig,
-             device: torch.device) -> dict[str, float]:
+             device: torch.device, bf16: bool = False) -> dict[str, float]:
     """Validation losses (fixed windows, fixed SIGReg directions) and collapse indicators."""
     model.eval()
     g = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -232,7 +257,7 @@ def evaluate(model: WorldModel, source: MemoryWindows | StreamWindows, starts: n
     for chunk in chunks:
         pixels, actions = source.batch(0, chunk)
         pixels, actions = pixels.to(device), actions.to(device)
-        with autocast(device, cfg):
+        with autocast(device, bf16):
             emb = model.encode(pixels)
             pred = model.predict(emb[:, :-1], actions)
         totals["pred_loss"] += float(pred_loss(pred, emb[:, 1:])) / len(chunks)
@@ -266,7 +291,9 @@ def _model_card(meta: CheckpointMeta, cfg: TrainConfig, step: int, wall: float, 
             f"{meta.training.get('data_frames')} frames; env kwargs `{json.dumps(meta.env_kwargs)}`\n"
             f"- data recipe: `{json.dumps(meta.training.get('data_recipe', {}))}`\n"
             f"- command: `{meta.training.get('command', '')}`\n"
-            f"- hardware: {meta.training.get('hardware', '')}\n\n"
+            f"- hardware: {meta.training.get('hardware', '')}; precision "
+            f"{meta.training.get('precision', {}).get('precision', 'fp32')} "
+            f"({meta.training.get('precision', {}).get('reason', '')})\n\n"
             f"| validation metric | value |\n|---|---|\n{rows}\n")
 
 
@@ -357,6 +384,11 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
     if mode == "stream":
         source = StreamWindows(cfg.data, norm_actions, train_starts, spec, range(step, cfg.steps))
         val_source = StreamWindows(cfg.data, norm_actions, val_starts, spec, range(0))
+    choice = train_precision(cfg, model, source, device, ranks)
+    bf16 = choice.bf16
+    meta = replace(meta, training={**meta.training, "precision": choice.to_dict()})
+    if ranks.main:
+        logger.info("precision %s: %s", choice.precision, choice.reason)
 
     model.train()
     log = open(out / LOG_FILE, "a") if ranks.main else None
@@ -380,7 +412,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             sig_gen.manual_seed(cfg.seed * 1_000_003 + step)  # fresh, reproducible directions each step
-            with autocast(device, cfg):
+            with autocast(device, bf16):
                 emb, pred = net(pixels, act)                     # (B, h+1, D), (B, h, D)
                 p_loss = pred_loss(pred, emb[:, 1:])
                 s_loss = sigreg(emb.transpose(0, 1), cfg.num_projections, cfg.knots, generator=sig_gen)
@@ -409,9 +441,9 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
             validate = (step % cfg.eval_interval == 0 or step == cfg.steps) and len(val_starts) >= 2
             save = step % cfg.ckpt_interval == 0 or step == cfg.steps
             if validate or save:  # both see the model as the planner will: eval mode, fresh BN statistics
-                recalibrate_batchnorm(model, source, cfg, device)  # every rank: global-batch statistics
+                recalibrate_batchnorm(model, source, cfg, device, bf16)  # every rank: global-batch statistics
             if validate and log is not None:
-                val = evaluate(model, val_source, val_starts, cfg, device)
+                val = evaluate(model, val_source, val_starts, cfg, device, bf16)
                 log.write(json.dumps({"step": step, **val}) + "\n")
                 log.flush()
             if save and ranks.main:

@@ -33,6 +33,11 @@ def test_train_and_plan_speed_run_on_the_tiny_preset(tmp_path):
                   "--nproc", "1", "2", tmp_path=tmp_path)
     assert [r["processes"] for r in info["results"]] == [1, 2]
     assert all(r["preset"] == "tiny" and r["samples_per_s"] > 0 for r in info["results"])
+    info, stdout = run("train_speed.py", "--presets", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "8",
+                       "--precisions", tmp_path=tmp_path)
+    pr = info["results"][0]["precisions"]
+    assert pr["bf16_speedup"] == pytest.approx(pr["fp32_ms_per_step"] / pr["bf16_ms_per_step"])
+    assert "bf16 is" in stdout and any(c in info["device"] for c in ("AVX", "AMX"))
     info, _ = run("plan_speed.py", "--preset", "tiny", "--envs", "1", "--repeats", "1", "--samples", "16",
                   "--iterations", "2", "--elites", "4", "--threads", "1", tmp_path=tmp_path)
     assert info["results"][0]["envs"] == 1 and info["results"][0]["ms_per_solve"] > 0
