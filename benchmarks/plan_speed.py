@@ -82,7 +82,8 @@ def ours_alone(cfg: ModelConfig, args: argparse.Namespace, device: torch.device,
     print(f"{'envs':>5} {'ms/solve':>10} {'ms/env':>9} {'ms/iter':>9}")
     for r in rows:
         print(f"{r['envs']:>5} {r['ms_per_solve']:>10.1f} {r['ms_per_env']:>9.1f} {r['ms_per_iteration']:>9.2f}")
-    return {"precision": "bf16" if agent.bf16 else "fp32", "context_frames": cfg.history, "results": rows}
+    return {"precision": agent.precision_choice.precision, "precision_reason": agent.precision_choice.reason,
+            "context_frames": cfg.history, "results": rows}
 
 
 def solvers(cfg: ModelConfig, n: int, device: torch.device, planner: PlannerConfig, precision: str,

@@ -22,7 +22,8 @@ import torch
 from .checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from .config import PlannerConfig
 from .cost_probe import load_cost_probe, save_cost_probe
-from .device import bf16_supported, resolve_device  # noqa: F401  (resolve_device: also re-exported here)
+from .device import resolve_device  # noqa: F401  (also re-exported here)
+from .precision import PrecisionChoice, check_precision, choose, close
 from .cuda_graph import GraphedSolver
 from .planner import CEMPlanner
 from .world_model import WorldModel
@@ -86,7 +87,10 @@ class LeWMAgent:
     def __init__(self, model: WorldModel, meta: CheckpointMeta, device: str | torch.device = "auto",
                  planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
                  compile: str | None = None, cost_probe: tuple[torch.Tensor, dict[str, str]] | None = None):
-        """precision: "fp32", "bf16" (autocast in the imagined rollouts) or "auto" (bf16 where native).
+        """precision: "fp32", "bf16" (autocast in the imagined rollouts) or "auto": bf16 on CUDA GPUs
+        that have it; on a CPU, measured at the first plan (a few imagined rollouts of this model at
+        both precisions, once per process and model shape) and bf16 only where clearly faster with
+        the same costs (`precision_choice` says what was chosen and why).
 
         compile: None (eager); "cudagraph" (CUDA only): each whole CEM solve replayed from a CUDA
         graph recorded on the first solve of its shape, the same plans as eager, the GPU fast path;
@@ -98,15 +102,17 @@ class LeWMAgent:
         `probe_weight` weighs it in the cost. `from_pretrained` loads the checkpoint's own.
         """
         self.device = resolve_device(device)
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
+        self._precision = check_precision("precision", precision)
+        self._choice: PrecisionChoice | None = None
+        self._bf16 = False          # what the autocast regions read: a plain bool, traceable by torch.compile
         if compile is not None and compile not in (*COMPILE_MODES, CUDA_GRAPH):
             raise ValueError(f"compile: expected None, {CUDA_GRAPH!r} or a torch.compile mode {COMPILE_MODES}, "
                              f"got {compile!r}")
         if compile == CUDA_GRAPH and self.device.type != "cuda":
             raise ValueError(f"compile: {CUDA_GRAPH!r} needs a CUDA device, got {self.device.type!r}")
         self.compile = compile
-        self.bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(self.device))
+        if precision != "auto" or self.device.type != "cpu":  # nothing to measure: settle it now
+            self._settle(choose(precision, self.device, None, lambda b: torch.zeros(1), close(0.01)))
         self.model = model.to(self.device).eval()
         self.meta = meta
         self.cfg = model.cfg
@@ -158,10 +164,45 @@ class LeWMAgent:
             raise ValueError(f"cost_probe: expected a ({self.cfg.latent_dim}, k) matrix, got {tuple(matrix.shape)}")
         return matrix.float().to(self.device), dict(info)
 
+    @property
+    def precision_choice(self) -> PrecisionChoice:
+        """The autocast precision of the imagined rollouts and why (measured on first use on a CPU)."""
+        if self._choice is None:
+            self._settle(self._measure_precision())
+        assert self._choice is not None
+        return self._choice
+
+    def _settle(self, choice: PrecisionChoice) -> None:
+        self._choice, self._bf16 = choice, choice.bf16
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision_choice.bf16
+
+    @torch.inference_mode()
+    def _measure_precision(self) -> PrecisionChoice:
+        """One CEM iteration's model work (the planner's sample count, one env) at fp32 and bf16,
+        on fixed random latents: bf16 must give the same costs within 1% of their scale."""
+        p, d = self.planner_cfg, self.cfg.latent_dim
+        g = torch.Generator(device="cpu").manual_seed(0)
+        ctx = torch.randn(1, self.cfg.history, d, generator=g).to(self.device)
+        past = torch.randn(1, self.cfg.history - 1, self.cfg.action_block_dim, generator=g).to(self.device) \
+            if self.cfg.history > 1 else None
+        actions = torch.randn(1, p.num_samples, p.horizon, self.cfg.action_block_dim, generator=g).to(self.device)
+        goal = torch.randn(1, d, generator=g).to(self.device)
+
+        def work(bf16: bool) -> torch.Tensor:
+            self._bf16 = bf16
+            return self._imagined_cost(ctx, actions, past, goal)
+
+        key = ("plan", repr(self.cfg), p.num_samples, p.horizon, p.cost)
+        return choose(self._precision, self.device, key, work, close(0.01))
+
     def __repr__(self) -> str:
         p = self.planner_cfg
         return (f"LeWMAgent(env={self.meta.env_id!r}, model={self.model.num_parameters()['total']:,} params, "
-                f"device={self.device.type}, precision={'bf16' if self.bf16 else 'fp32'}, planner=CEM("
+                f"device={self.device.type}, precision={self.precision_choice.precision} "
+                f"({self.precision_choice.reason}), planner=CEM("
                 f"{p.num_samples} samples x {p.num_iterations} iterations, horizon {p.horizon}, "
                 f"replan every {p.receding_horizon}, cost={p.cost!r}))")
 
@@ -265,6 +306,7 @@ class LeWMAgent:
         r = self.planner_cfg.receding_horizon
         for indices in by_len.values():
             envs = [self._envs[i] for i in indices]
+            self.precision_choice  # measured (CPU, "auto") before the clock starts: once per process
             t0 = time.perf_counter()
             plans = self._solve(envs)  # (n, H, A) normalized
             self.solve_seconds.append(time.perf_counter() - t0)
@@ -291,7 +333,7 @@ class LeWMAgent:
     def _record(self, indices: list[int], envs: list[_SubEnv], executed: np.ndarray) -> None:
         """Diagnostics: what the model predicts at the end of the executed blocks (n, R, A), next to the goal."""
         ctx, goal_emb, ctx_act = self._embed(*self._inputs(envs))
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):  # as the planner saw it
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):  # as the planner saw it
             z = self.model.rollout(ctx, torch.from_numpy(executed).to(self.device)[:, None], ctx_act)[:, 0, -1]
         self.recorder.extend(zip(indices, z.float().cpu().numpy(), goal_emb.float().cpu().numpy()))
 
@@ -313,6 +355,7 @@ class LeWMAgent:
         goal: uint8 (n, H, W, 3); context_blocks: (n, Tc-1, A) normalized blocks executed
         between the context frames; init: (n, H, A) warm start.
         """
+        self.precision_choice  # resolved outside any compiled or captured region
         ctx, goal_emb, ctx_act = self._embed(context, goal, context_blocks)
         init_t = None if init is None else torch.from_numpy(init).to(self.device)
         plan = self._solve_latent(ctx, goal_emb, ctx_act, init_t)
@@ -343,7 +386,7 @@ class LeWMAgent:
         cost probe's, where set): (n, S), the final frame's (paper) or the nearest over the horizon
         (`cost="min"`)."""
         # No autocast weight cache under CUDA-graph capture: cached casts would live outside the graph.
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16,
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16,
                             cache_enabled=self.compile != CUDA_GRAPH):
             z = self.model.rollout(ctx, actions, past)                                  # (n, S, H, D)
         if self.planner_cfg.cost == "final":

@@ -53,7 +53,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-mode", default="auto", choices=["auto", "memory", "stream"])
     p.add_argument("--weights-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="autocast: auto = bf16 on CUDA, fp32 elsewhere; bf16 also on CPUs with native bf16")
+                   help="autocast: auto = bf16 on CUDA GPUs that have it; on a CPU bf16 only where a short "
+                        "measurement at start finds it clearly faster (the log says which); fp32/bf16 force it")
     p.add_argument("--model", default="{}", metavar="JSON",
                    help='ModelConfig overrides, e.g. \'{"image_size": 96}\'')
     p.add_argument("--planner", default="{}", metavar="JSON",
@@ -143,7 +144,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--goal-offset", type=int, default=25, help="env steps from start to goal frame")
     p.add_argument("--budget", type=int, default=50, help="env steps allowed")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="autocast of the imagined rollouts: auto = bf16 on CUDA GPUs that have it; on a CPU "
+                        "measured at the first plan (bf16 only where clearly faster, same costs)")
     for name in PLANNER_INT_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="planner (default: checkpoint's)")
     p.add_argument("--planner", default="{}", metavar="JSON",

@@ -1,4 +1,4 @@
-"""Which device and precision a model runs on: one place for the agent, trainer, probe and benchmarks."""
+"""Which device a model runs on: one place for the agent, trainer, probe and benchmarks (precision: precision.py)."""
 from __future__ import annotations
 
 import torch
@@ -23,14 +23,3 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"device: {device!r} asked for, but MPS is not available here (use auto or cpu)")
     return dev
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether precision="auto" plans in bf16: on CUDA GPUs with bf16 only.
-
-    Not on CPU, even with AVX512-BF16: with torch 2.13 on this project's 2-core EPYC
-    (AVX512-BF16), bf16 autocast made one CEM solve of the Push-T model 10x slower than fp32
-    (5.5 s vs 0.56 s, 10 envs x 300 samples x 3 iterations) and a training step 7.5x slower.
-    `precision="bf16"` still forces it.
-    """
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()

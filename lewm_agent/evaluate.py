@@ -285,7 +285,8 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
               "data": cfg.data, "held_out": held_note,
               "held_out_episodes": int(len(held)), "episodes_per_seed": cfg.episodes, "seeds": list(cfg.seeds),
               "goal_offset": cfg.goal_offset, "budget": cfg.budget, "device": str(agent.device),
-              "precision": "bf16" if agent.bf16 else "fp32", "planner": agent.planner_cfg.to_dict(),
+              "precision": agent.precision_choice.precision, "precision_reason": agent.precision_choice.reason,
+              "planner": agent.planner_cfg.to_dict(),
               "cost_probe": None if agent.cost_probe is None or not agent.planner_cfg.probe_weight
               else agent.cost_probe[1],
               "rows": rows,
@@ -388,7 +389,8 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("planner"):
         lines += ["", planner_line(report)]
     if p["median_s_per_solve"] is not None:
-        lines += ["", f"Planning ({report['device']}, {report['precision']}): {p['solves']} batched solves of "
+        why = f" ({report['precision_reason']})" if report.get("precision_reason") else ""
+        lines += ["", f"Planning ({report['device']}, {report['precision']}{why}): {p['solves']} batched solves of "
                       f"{p['envs_per_solve']} envs, median {p['median_s_per_solve']:.2f} s, p95 "
                       f"{p['p95_s_per_solve']:.2f} s per solve; {1e3 * p['s_per_env_step']:.1f} ms per env step."]
     if report.get("pair_difficulty"):

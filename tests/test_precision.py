@@ -73,3 +73,22 @@ def test_the_trainer_records_and_logs_its_choice(dot_dataset, tmp_path, caplog):
     assert recorded["precision"] in ("fp32", "bf16") and recorded["reason"].startswith("auto: ")
     assert any(f"precision {recorded['precision']}: auto" in r.getMessage() for r in caplog.records)
     assert f"precision {recorded['precision']} (auto: " in (out / "README.md").read_text()
+
+
+def test_the_agent_measures_once_at_its_first_plan_and_says_what_it_chose(trained_checkpoint):
+    from lewm_agent import LeWMAgent
+    agent = LeWMAgent.from_pretrained(trained_checkpoint, device="cpu", num_samples=16, num_elites=4, num_iterations=2)
+    assert agent._choice is None                       # loading measures nothing
+    original = agent._imagined_cost
+
+    def slow_bf16(*args):                              # a forced slow bf16 probe
+        if agent._bf16:
+            time.sleep(0.02)
+        return original(*args)
+    agent._imagined_cost = slow_bf16
+    choice = agent.precision_choice
+    assert choice.precision == "fp32" and choice.reason.startswith("auto: bf16 measured")
+    assert agent.precision_choice is choice and not agent.bf16
+    assert f"precision=fp32 ({choice.reason})" in repr(agent)
+    forced = LeWMAgent.from_pretrained(trained_checkpoint, device="cpu", precision="bf16")
+    assert forced.bf16 and forced.precision_choice.reason == "bf16 asked for"
