@@ -110,10 +110,14 @@ def autocast(device: torch.device, bf16: bool) -> torch.autocast:
 
 
 def train_precision(cfg: TrainConfig, model: WorldModel, source: MemoryWindows | StreamWindows,
-                    device: torch.device, ranks: Ranks) -> PrecisionChoice:
+                    device: torch.device, ranks: Ranks, resumed: dict[str, Any] | None = None) -> PrecisionChoice:
     """`cfg.precision`, with "auto" measured on a copy of the model (its BatchNorm statistics
     and gradients stay untouched) and one real batch: the step's forward and backward at both
-    precisions. Every rank must find bf16 faster for the run to use it."""
+    precisions. Every rank must find bf16 faster for the run to use it. A resumed "auto" run
+    keeps the choice it started with (`resumed`), so its arithmetic is that of an unbroken run."""
+    if cfg.precision == "auto" and resumed and resumed.get("precision") in ("fp32", "bf16"):
+        return PrecisionChoice(resumed["precision"], f"kept from the run's start ({resumed.get('reason', '')})",
+                               resumed.get("fp32_ms"), resumed.get("bf16_ms"))
     pixels, actions = (t.to(device) for t in source.batch(BN_BATCH_BASE))
     probe = copy.deepcopy(model).train()
     gen = torch.Generator(device=device)
@@ -156,6 +160,13 @@ def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
     metadata = {"step": str(step), "wall_seconds": str(wall), "train_config": json.dumps(dataclasses.asdict(cfg)),
                 "meta": json.dumps(meta.to_dict()), "param_groups": json.dumps(groups)}
     save_tensors_atomic(path, tensors, metadata)
+
+
+def _recorded_precision(path: Path) -> dict[str, Any] | None:
+    """The precision choice a saved run recorded (None for runs older than the record)."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata().get("meta", "{}"))
+    return meta.get("training", {}).get("precision")
 
 
 def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
@@ -374,9 +385,10 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
     model = WorldModel(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out.mkdir(parents=True, exist_ok=True)
-    step, wall_before = 0, 0.0
+    step, wall_before, resumed = 0, 0.0, None
     if (out / STATE_FILE).exists():
         step, wall_before = _load_state(out / STATE_FILE, model, opt, cfg, device)
+        resumed = _recorded_precision(out / STATE_FILE)
         if ranks.main:
             _truncate_log(out / LOG_FILE, step)
             logger.info("resuming %s from step %d", out, step)
@@ -384,7 +396,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
     if mode == "stream":
         source = StreamWindows(cfg.data, norm_actions, train_starts, spec, range(step, cfg.steps))
         val_source = StreamWindows(cfg.data, norm_actions, val_starts, spec, range(0))
-    choice = train_precision(cfg, model, source, device, ranks)
+    choice = train_precision(cfg, model, source, device, ranks, resumed)
     bf16 = choice.bf16
     meta = replace(meta, training={**meta.training, "precision": choice.to_dict()})
     if ranks.main:

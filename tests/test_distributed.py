@@ -51,7 +51,8 @@ def _train_args(data: Path, out: Path, steps: int) -> list[str]:
     return ["-m", "lewm_agent", "train", "--data", str(data), "--out", str(out), "--preset", "tiny",
             "--steps", str(steps), "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "2",
             "--eval-interval", "2", "--ckpt-interval", "2", "--log-interval", "1", "--val-windows", "32",
-            "--num-projections", "64", "--bn-batches", "2", "--device", "cpu", "--no-progress"]
+            "--num-projections", "64", "--bn-batches", "2", "--device", "cpu", "--precision", "fp32",
+            "--no-progress"]  # fp32: the test compares arithmetic, and auto may choose per process
 
 
 def test_a_two_rank_run_matches_one_process_resumes_and_its_checkpoint_plans(dot_dataset, tmp_path):

@@ -75,6 +75,22 @@ def test_the_trainer_records_and_logs_its_choice(dot_dataset, tmp_path, caplog):
     assert f"precision {recorded['precision']} (auto: " in (out / "README.md").read_text()
 
 
+def test_a_resumed_auto_run_keeps_the_precision_it_started_with(dot_dataset, tmp_path, monkeypatch):
+    import lewm_agent.train as train_mod
+    kw = dict(data=str(dot_dataset), out=str(tmp_path / "run"), preset="tiny", batch_size=16, warmup_steps=1,
+              eval_interval=2, ckpt_interval=2, val_windows=32, num_projections=32, progress=False)
+    train(TrainConfig(steps=2, **kw))
+    first = json.loads((tmp_path / "run" / "config.json").read_text())["training"]["precision"]
+
+    def must_not_measure(*args, **kwargs):
+        raise AssertionError("a resumed run measured again and might switch precision mid-run")
+    monkeypatch.setattr(train_mod, "choose", must_not_measure)
+    train(TrainConfig(steps=4, **kw))
+    kept = json.loads((tmp_path / "run" / "config.json").read_text())["training"]
+    assert kept["steps"] == 4 and kept["precision"]["precision"] == first["precision"]
+    assert kept["precision"]["reason"].startswith("kept from the run's start (auto: ")
+
+
 def test_the_agent_measures_once_at_its_first_plan_and_says_what_it_chose(trained_checkpoint):
     from lewm_agent import LeWMAgent
     agent = LeWMAgent.from_pretrained(trained_checkpoint, device="cpu", num_samples=16, num_elites=4, num_iterations=2)
