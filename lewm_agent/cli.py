@@ -176,9 +176,30 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oracle-iterations", type=int, default=3, help="oracle CEM iterations per block")
 
 
+def _check_headline_recipe(checkpoint: str, data: str) -> None:
+    """The card's headline evaluation claims pairs of the training data's recipe (pace, goals):
+    a test file collected another way belongs under another --card-name."""
+    from .checkpoint import read_meta
+    from .rollouts import RolloutFile
+    meta = read_meta(checkpoint)
+    recipe = meta.training.get("data_recipe")
+    if not recipe:
+        return  # a checkpoint that does not say how its data was made (e.g. imported)
+    with RolloutFile(data) as rf:
+        theirs = {"expert_kwargs": rf.attr("expert_kwargs") or {}, "env_kwargs": rf.env_kwargs}
+    ours = {"expert_kwargs": recipe.get("expert_kwargs") or {}, "env_kwargs": meta.env_kwargs}
+    for field in ("expert_kwargs", "env_kwargs"):
+        if json.dumps(theirs[field], sort_keys=True) != json.dumps(ours[field], sort_keys=True):
+            raise ValueError(f"--data: its {field} {json.dumps(theirs[field], sort_keys=True)} differ from the "
+                             f"training recipe's {json.dumps(ours[field], sort_keys=True)}, which the card's "
+                             "headline evaluation claims; write it under another --card-name")
+
+
 def _eval(a: argparse.Namespace) -> int:
     from .checkpoint import resolve_checkpoint, write_card_section
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
+    if a.card and a.card_name == "eval" and a.data:
+        _check_headline_recipe(a.checkpoint, a.data)
     from .evaluate import EvalConfig, evaluate, markdown
     from .config import PlannerConfig
     names = (*PLANNER_INT_FLAGS, "std", "noise_beta", "cost")

@@ -125,3 +125,20 @@ def test_eval_card_writes_the_table_into_the_model_card(two_room_data, two_room_
     assert json.loads((folder / "eval.json").read_text())["budget"] == 5
     assert json.loads((folder / "eval_hard.json").read_text())["budget"] == 3
     assert main([*args, "--card-name", "../x"]) == 2
+
+
+def test_the_headline_card_section_refuses_a_file_of_another_recipe(two_room_data, two_room_ck, tmp_path, capsys):
+    import shutil
+    from lewm_agent.collect import CollectConfig, collect
+    folder, other = tmp_path / "shipped", tmp_path / "other.h5"
+    shutil.copytree(two_room_ck, folder)
+    collect(CollectConfig("lewm/TwoRoom-v0", 3, str(other), env_kwargs={"image_size": 32},
+                          expert_kwargs={"noise": 0.2}, progress=False))
+    args = ["eval", "--checkpoint", str(folder), "--data", str(other), "--episodes", "2", "--seeds", "0",
+            "--num-samples", "8", "--num-iterations", "2", "--num-elites", "2", "--budget", "3", "--card"]
+    before = (folder / "README.md").read_text()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data: its expert_kwargs" in err[0] and '"noise": 0.2' in err[0]
+    assert (folder / "README.md").read_text() == before and not (folder / "eval.json").exists()
+    assert main([*args, "--card-name", "eval_other"]) == 0  # under its own name it is a row like any other
