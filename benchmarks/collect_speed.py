@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lewm_agent import collect
+from lewm_agent.data import collect
 
 
 def main() -> None:

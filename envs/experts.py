@@ -18,10 +18,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .registry import check_kwargs
+
 EXPERTS = {
-    "lewm/PushT-v0": "lewm_envs.pusht_expert:PushTExpert",
-    "lewm/TwoRoom-v0": "lewm_envs.two_room_expert:TwoRoomExpert",
-    "lewm/Cube-v0": "lewm_envs.cube_expert:CubeExpert",
+    "lewm/PushT-v0": "lewm_envs.pusht.expert:PushTExpert",
+    "lewm/TwoRoom-v0": "lewm_envs.two_room.expert:TwoRoomExpert",
+    "lewm/Cube-v0": "lewm_envs.cube.expert:CubeExpert",
 }
 
 
@@ -42,6 +44,5 @@ def expert_class(env_id: str) -> type:
 
 def make_expert(env_id: str, **kwargs: Any) -> Expert:
     cls = expert_class(env_id)
-    from . import check_kwargs  # here: the package imports this module while it loads
     check_kwargs("expert kwargs", cls, kwargs)
     return cls(**kwargs)

@@ -6,12 +6,12 @@
 Baselines (one model trained per evaluation seed, with that seed, so the spread over seeds
 includes training variance):
 - `sac_her`: SAC + `HerReplayBuffer` ("future" relabelling) on the low-dimensional GoalEnv
-  keys (`lewm_agent.wrappers.LowDimGoalObs`), observations normalised with `VecNormalize`.
+  keys (`lewm_agent.planning.wrappers.LowDimGoalObs`), observations normalised with `VecNormalize`.
 - `ppo_pixels`: PPO `CnnPolicy` on the current and goal images stacked as 6 channels
-  (`lewm_agent.wrappers.PixelGoalObs`) through `SmallCNN` (NatureCNN needs >= 36 px).
+  (`lewm_agent.planning.wrappers.PixelGoalObs`) through `SmallCNN` (NatureCNN needs >= 36 px).
 Both learn online in the env, from its own `reset` start/goal distribution and its sparse
 reward (0 on success, -1 otherwise); LeWM learned offline from the recorded data. All three
-are then evaluated by `lewm_agent.evaluate.evaluate` on the SAME held-out start/goal pairs,
+are then evaluated by `lewm_agent.evaluation.evaluate.evaluate` on the SAME held-out start/goal pairs,
 budget and seeds, beside the random and replay rows. Wall time per episode is the
 evaluation's; training time is reported apart. Needs `pip install stable-baselines3`.
 """
@@ -35,9 +35,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
 
 from lewm_agent.checkpoint import read_meta
-from lewm_agent.evaluate import EvalConfig, Policy, PolicyFactory, evaluate, markdown
-from lewm_agent.rollouts import RolloutFile
-from lewm_agent.wrappers import GOAL_KEYS, LowDimGoalObs, PixelGoalObs
+from lewm_agent.evaluation.evaluate import EvalConfig, Policy, PolicyFactory, evaluate, markdown
+from lewm_agent.data.rollouts import RolloutFile
+from lewm_agent.planning.wrappers import GOAL_KEYS, LowDimGoalObs, PixelGoalObs
 
 PLANNER_FLAGS = ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon")
 

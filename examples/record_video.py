@@ -16,7 +16,7 @@ import sys
 import gymnasium as gym
 
 import lewm_agent
-from lewm_agent.video import GoalVideo
+from lewm_agent.evaluation.video import GoalVideo
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 import lewm_agent  # noqa: F401  (registers the lewm/* envs)
-from lewm_envs.pusht import t_corners
-from lewm_envs.pusht_render import (
+from lewm_envs.pusht.env import t_corners
+from lewm_envs.pusht.render import (
     AGENT_RADIUS,
     T_COG,
     WALL_HI,
@@ -42,8 +42,8 @@ from lewm_envs.pusht_render import (
 )
 from lewm_agent.device import resolve_device
 from lewm_agent.checkpoint import load_checkpoint
-from lewm_agent.evaluate import held_out_episodes
-from lewm_agent.rollouts import RolloutFile
+from lewm_agent.evaluation.evaluate import held_out_episodes
+from lewm_agent.data.rollouts import RolloutFile
 
 ENV_ID = "lewm/PushT-v0"
 CONDITIONS = ("normal", "teleport", "colour")

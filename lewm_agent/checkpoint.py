@@ -26,8 +26,8 @@ from safetensors.torch import save_file
 
 from .config import ModelConfig, PlannerConfig
 from .lock import LOCK_FILE
-from .plot import LOG_FILE
-from .world_model import WorldModel
+from .runlog import LOG_FILE
+from .model.world_model import WorldModel
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"

@@ -39,7 +39,7 @@ def dot_episode(rng: np.random.Generator, length: int, size: int):
 
 
 def write_dot_dataset(path, episodes: int = 24, length: int = 40, size: int = 32, seed: int = 0):
-    from lewm_agent.rollouts import RolloutWriter
+    from lewm_agent.data.rollouts import RolloutWriter
     rng = np.random.default_rng(seed)
     with RolloutWriter(path, {"env_id": "test/Dot-v0", "env_kwargs": {"image_size": size}, "seed": seed,
                               "collector": "tests.dot_episode"}) as w:
@@ -88,7 +88,7 @@ def dot_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_checkpoint(dot_dataset, tmp_path_factory):
     """A tiny world model trained 200 steps on the dot dataset (~5 s on one core)."""
-    from lewm_agent.train import TrainConfig, train
+    from lewm_agent.training.train import TrainConfig, train
     out = tmp_path_factory.mktemp("run") / "ck"
     train(TrainConfig(data=str(dot_dataset), out=str(out), preset="tiny", steps=200, batch_size=32, lr=3e-3,
                       warmup_steps=10, eval_interval=100, ckpt_interval=100, log_interval=10, val_windows=64,
@@ -99,7 +99,7 @@ def trained_checkpoint(dot_dataset, tmp_path_factory):
 @pytest.fixture(scope="session")
 def two_room_data(tmp_path_factory):
     """40 noisy-expert Two-Room episodes at 32 px: shared by the evaluation, video and SB3 tests."""
-    from lewm_agent.collect import CollectConfig, collect
+    from lewm_agent.data.collect import CollectConfig, collect
     out = tmp_path_factory.mktemp("tr") / "tr.h5"
     collect(CollectConfig("lewm/TwoRoom-v0", 40, str(out), env_kwargs={"image_size": 32},
                           expert_kwargs={"noise": 1.0}, progress=False))
@@ -109,7 +109,7 @@ def two_room_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def two_room_ck(two_room_data, tmp_path_factory):
     """A `tiny` checkpoint trained for 30 steps on `two_room_data` (the tests need its plumbing, not skill)."""
-    from lewm_agent.train import TrainConfig, train
+    from lewm_agent.training.train import TrainConfig, train
     out = tmp_path_factory.mktemp("ck") / "ck"
     train(TrainConfig(data=str(two_room_data), out=str(out), preset="tiny", steps=30, batch_size=16, lr=3e-3,
                       warmup_steps=5, eval_interval=30, ckpt_interval=30, log_interval=10, val_fraction=0.3,

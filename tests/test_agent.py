@@ -4,7 +4,7 @@ import pytest
 from conftest import DotEnv
 
 from lewm_agent import PlannerConfig
-from lewm_agent.agent import LeWMAgent
+from lewm_agent.planning.agent import LeWMAgent
 
 FAST = dict(num_samples=32, num_iterations=3, num_elites=4)
 

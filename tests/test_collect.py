@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lewm_agent.cli import main
-from lewm_agent.collect import CollectConfig, collect
-from lewm_agent.rollouts import RolloutFile
+from lewm_agent.data.collect import CollectConfig, collect
+from lewm_agent.data.rollouts import RolloutFile
 
 COLUMNS = ("pixels", "action", "observation", "state", "episode_index", "step_index", "goal_state", "is_success")
 
@@ -131,7 +131,7 @@ def test_a_file_size_limit_stops_collection_cleanly_with_complete_episodes(tmp_p
 
 
 def test_the_next_episode_is_reserved_on_disk_and_a_full_disk_stops_cleanly(tmp_path, monkeypatch):
-    import lewm_agent.collect as collect_mod
+    import lewm_agent.data.collect as collect_mod
     path = tmp_path / "r.bin"
     path.write_bytes(b"x" * 100)
     assert collect_mod.reserve(str(path), 8 << 20)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from lewm_agent.agent import LeWMAgent
+from lewm_agent.planning.agent import LeWMAgent
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 FAST = dict(num_samples=32, num_iterations=3, num_elites=4)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from lewm_agent.data import (MemoryWindows, StreamWindows, WindowSpec, action_stats, split_episodes,
+from lewm_agent.data.windows import (MemoryWindows, StreamWindows, WindowSpec, action_stats, split_episodes,
                              window_starts)
-from lewm_agent.rollouts import RolloutFile
+from lewm_agent.data.rollouts import RolloutFile
 
 
 def test_split_is_by_whole_episode_and_seeded():

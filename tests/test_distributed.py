@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from lewm_agent import LeWMAgent
-from lewm_agent.data import WindowSpec
+from lewm_agent.data.windows import WindowSpec
 from lewm_agent.distributed import Ranks
 
 HERE = Path(__file__).parent

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-# find_spec, not importorskip: importing mujoco here would fix its GL backend before lewm_envs.cube sets
+# find_spec, not importorskip: importing mujoco here would fix its GL backend before lewm_envs.cube.env sets
 # MUJOCO_GL=egl.
 _missing = [m for m in ("mujoco", "ogbench") if importlib.util.find_spec(m) is None]
 if _missing:
@@ -19,9 +19,9 @@ import gymnasium as gym
 from gymnasium.utils.env_checker import check_env
 
 import lewm_envs  # noqa: F401  (registers lewm/*)
-from lewm_envs import cube
-from lewm_envs.cube import CubeEnv
-from lewm_envs.cube_expert import CubeExpert
+from lewm_envs.cube import env as cube
+from lewm_envs.cube.env import CubeEnv
+from lewm_envs.cube.expert import CubeExpert
 
 ACTIONS = np.array([[0.5, -0.3, -1.0, 0.2, 1.0], [-0.4, 0.8, 0.3, -1.0, -1.0], [2.0, 0.0, -0.5, 0.0, 0.5]],
                    dtype=np.float32)  # the last one is out of range: clipped
@@ -157,7 +157,7 @@ def test_missing_gl_backend_is_actionable(env, monkeypatch):
 
 def test_invalid_mujoco_gl_at_import_is_actionable():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = subprocess.run([sys.executable, "-c", "import lewm_envs.cube"], cwd=root, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", "import lewm_envs.cube.env"], cwd=root, capture_output=True, text=True,
                          check=False, env={**os.environ, "MUJOCO_GL": "no-such-backend"}, timeout=60)
     assert run.returncode != 0
     assert "RuntimeError" in run.stderr and "apt-get install libegl1" in run.stderr
@@ -237,7 +237,7 @@ def test_many_envs_cost_little_memory():
 
 
 def test_lite_quality_draws_fewer_faces_and_the_same_picture(env):
-    from lewm_envs.mesh_lod import simplified_render_model
+    from lewm_envs.cube.mesh_lod import simplified_render_model
     model = env.sim.model
     faces = int(model.mesh_facenum.sum())
     coarse = simplified_render_model(model, 0.01)

@@ -10,9 +10,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import lewm_envs  # noqa: F401  (registers the ids)
-from lewm_envs.pusht import AGENT_HI, AGENT_LO, PushTEnv
-from lewm_envs.pusht_expert import PushTExpert
-from lewm_envs.pusht_render import AGENT_RADIUS, coverage, t_sdf
+from lewm_envs.pusht.env import AGENT_HI, AGENT_LO, PushTEnv
+from lewm_envs.pusht.expert import PushTExpert
+from lewm_envs.pusht.render import AGENT_RADIUS, coverage, t_sdf
 
 # Block at the centre, bar horizontal on top, stem pointing down (+y): the stem spans
 # x in [241, 271], y in [286, 376]; the agent starts left of the stem, at rest.

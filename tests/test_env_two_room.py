@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env
 
 import lewm_envs  # noqa: F401  (registers the ids)
 from lewm_envs import make_expert
-from lewm_envs.two_room import (
+from lewm_envs.two_room.env import (
     AGENT_COLOR,
     ARENA,
     DOOR_Y0,
@@ -21,7 +21,7 @@ from lewm_envs.two_room import (
     in_solid,
     swept_path,
 )
-from lewm_envs.two_room_expert import TwoRoomExpert
+from lewm_envs.two_room.expert import TwoRoomExpert
 
 WALL_MID = 0.5 * (WALL_X0 + WALL_X1)
 

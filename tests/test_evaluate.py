@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from lewm_agent.cli import main
-from lewm_agent.collect import CollectConfig, collect
+from lewm_agent.data.collect import CollectConfig, collect
 from lewm_agent.config import PlannerConfig
-from lewm_agent.evaluate import EvalConfig, Pair, evaluate, markdown, sample_pairs, summarize, wilson
-from lewm_agent.rollouts import RolloutFile
+from lewm_agent.evaluation.evaluate import EvalConfig, Pair, evaluate, markdown, sample_pairs, summarize, wilson
+from lewm_agent.data.rollouts import RolloutFile
 
 
 def test_wilson_interval():
@@ -129,7 +129,7 @@ def test_eval_card_writes_the_table_into_the_model_card(two_room_data, two_room_
 
 def test_the_headline_card_section_refuses_a_file_of_another_recipe(two_room_data, two_room_ck, tmp_path, capsys):
     import shutil
-    from lewm_agent.collect import CollectConfig, collect
+    from lewm_agent.data.collect import CollectConfig, collect
     folder, other = tmp_path / "shipped", tmp_path / "other.h5"
     shutil.copytree(two_room_ck, folder)
     collect(CollectConfig("lewm/TwoRoom-v0", 3, str(other), env_kwargs={"image_size": 32},

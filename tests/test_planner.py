@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lewm_agent import PlannerConfig
-from lewm_agent.planner import CEMPlanner
+from lewm_agent.planning.planner import CEMPlanner
 
 B, H, A = 4, 5, 3
 
@@ -84,7 +84,7 @@ def test_seeded_and_validated():
 
 
 def test_colored_noise_has_unit_variance_and_persistence():
-    from lewm_agent.planner import colored_noise
+    from lewm_agent.planning.planner import colored_noise
     g = torch.Generator().manual_seed(0)
     for t in (24, 25):
         x = colored_noise((4000,), t, 2.0, g, torch.device("cpu"))

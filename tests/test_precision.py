@@ -9,7 +9,7 @@ import torch
 
 import lewm_agent.precision as precision
 from lewm_agent.precision import choose, close, measure
-from lewm_agent.train import TrainConfig, train
+from lewm_agent.training.train import TrainConfig, train
 
 CPU = torch.device("cpu")
 
@@ -65,7 +65,7 @@ def test_measured_once_per_key_and_forced_values_are_not_measured():
 
 def test_the_trainer_records_and_logs_its_choice(dot_dataset, tmp_path, caplog):
     out = tmp_path / "run"
-    with caplog.at_level("INFO", logger="lewm_agent.train"):
+    with caplog.at_level("INFO", logger="lewm_agent.training.train"):
         train(TrainConfig(data=str(dot_dataset), out=str(out), preset="tiny", steps=4, batch_size=16,
                           warmup_steps=1, eval_interval=4, ckpt_interval=4, val_windows=32, num_projections=32,
                           progress=False))
@@ -76,7 +76,7 @@ def test_the_trainer_records_and_logs_its_choice(dot_dataset, tmp_path, caplog):
 
 
 def test_a_resumed_auto_run_keeps_the_precision_it_started_with(dot_dataset, tmp_path, monkeypatch):
-    import lewm_agent.train as train_mod
+    import lewm_agent.training.train as train_mod
     kw = dict(data=str(dot_dataset), out=str(tmp_path / "run"), preset="tiny", batch_size=16, warmup_steps=1,
               eval_interval=2, ckpt_interval=2, val_windows=32, num_projections=32, progress=False)
     train(TrainConfig(steps=2, **kw))

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from lewm_envs.pusht import PushTEnv
-from lewm_envs.pusht_expert import PAPER_PACED, PushTExpert
+from lewm_envs.pusht.env import PushTEnv
+from lewm_envs.pusht.expert import PAPER_PACED, PushTExpert
 from lewm_agent.cli import main
-from lewm_agent.rollouts import RolloutFile
+from lewm_agent.data.rollouts import RolloutFile
 
 SEEDS = range(4)
 MAX_STEPS = 800

@@ -16,9 +16,9 @@ from hypothesis import example, given, settings, strategies as st
 import lewm_agent.checkpoint as ckpt_mod
 from lewm_agent import ModelConfig, PlannerConfig, WorldModel, preset
 from lewm_agent.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from lewm_agent.data import check_actions
+from lewm_agent.data.windows import check_actions
 from lewm_agent.lock import LOCK_FILE, RunLock
-from lewm_agent.train import TrainConfig, train
+from lewm_agent.training.train import TrainConfig, train
 
 
 def meta_of(model):
@@ -187,7 +187,7 @@ def test_from_pretrained_refuses_planner_values_of_the_wrong_type():
 @settings(max_examples=30, deadline=None)
 @given(h=st.integers(1, 40), w=st.integers(1, 40), c=st.integers(1, 4))
 def test_observation_images_are_square_rgb_or_refused(h, w, c):
-    from lewm_agent.agent import MIN_IMAGE_SIZE, _image_batch
+    from lewm_agent.planning.agent import MIN_IMAGE_SIZE, _image_batch
     img = np.zeros((h, w, c), np.uint8)
     if h == w >= MIN_IMAGE_SIZE and c == 3:
         assert _image_batch({"pixels": img}, "pixels").shape == img.shape

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import dot_episode, write_dot_dataset
 
-from lewm_agent.rollouts import RolloutFile, RolloutWriter
+from lewm_agent.data.rollouts import RolloutFile, RolloutWriter
 
 
 def test_round_trip_has_every_contract_column(tmp_path):
@@ -69,7 +69,7 @@ WRITER = textwrap.dedent("""
     import sys, numpy as np
     sys.path.insert(0, {tests!r})
     from conftest import dot_episode
-    from lewm_agent.rollouts import RolloutWriter
+    from lewm_agent.data.rollouts import RolloutWriter
     rng = np.random.default_rng(0)
     w = RolloutWriter({path!r}, {{"env_id": "x"}})
     i = 0

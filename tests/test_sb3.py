@@ -17,7 +17,7 @@ from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from lewm_agent import LeWMAgent
-from lewm_agent.wrappers import GOAL_KEYS, LowDimGoalObs, PixelGoalObs
+from lewm_agent.planning.wrappers import GOAL_KEYS, LowDimGoalObs, PixelGoalObs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PLANNER = {"num_samples": 16, "num_iterations": 2, "num_elites": 4}

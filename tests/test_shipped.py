@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lewm_envs  # noqa: F401  (registers the lewm/ ids)
-from lewm_agent.agent import LeWMAgent
+from lewm_agent.planning.agent import LeWMAgent
 from lewm_agent.checkpoint import read_meta, weights_sha256
 
 ROOT = Path(__file__).resolve().parent.parent

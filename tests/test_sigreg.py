@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lewm_agent import sigreg
-from lewm_agent.losses import embedding_stats, pred_loss
+from lewm_agent.model.losses import embedding_stats, pred_loss
 
 
 def _gen(seed=0):

@@ -4,9 +4,9 @@ import h5py
 import pytest
 import torch
 
-import lewm_agent.train as train_mod
+import lewm_agent.training.train as train_mod
 from lewm_agent.checkpoint import load_checkpoint
-from lewm_agent.train import TrainConfig, train
+from lewm_agent.training.train import TrainConfig, train
 
 
 def cfg(data, out, **kw):
@@ -109,8 +109,8 @@ def test_batchnorm_statistics_are_recalibrated_to_exact_averages(dot_dataset):
     import numpy as np
 
     from lewm_agent import WorldModel, preset
-    from lewm_agent.data import MemoryWindows, WindowSpec
-    from lewm_agent.rollouts import RolloutFile
+    from lewm_agent.data.windows import MemoryWindows, WindowSpec
+    from lewm_agent.data.rollouts import RolloutFile
     with RolloutFile(dot_dataset) as rf:
         pixels, actions = rf.column("pixels")[:rf.num_frames], rf.column("action")[:rf.num_frames]
     model_cfg = preset("tiny")

@@ -1,4 +1,4 @@
-"""Rollout videos (lewm_agent.video, `lewm eval --video`) and plots (`lewm plot`)."""
+"""Rollout videos (lewm_agent.evaluation.video, `lewm eval --video`) and plots (`lewm plot`)."""
 import json
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from conftest import DotEnv
 
 from lewm_agent.cli import main
-from lewm_agent.evaluate import (
+from lewm_agent.evaluation.evaluate import (
     EvalConfig,
     _replay_policy,
     evaluate,
@@ -14,11 +14,11 @@ from lewm_agent.evaluate import (
     run_pairs,
     sample_pairs,
 )
-from lewm_agent.plot import load_log
-from lewm_agent.rollouts import RolloutFile
-from lewm_agent.video import GoalVideo, compose_frame, write_video
+from lewm_agent.evaluation.plot import load_log
+from lewm_agent.data.rollouts import RolloutFile
+from lewm_agent.evaluation.video import GoalVideo, compose_frame, write_video
 
-# The `video` and `plot` extras (lewm_agent.video and .plot import them lazily).
+# The `video` and `plot` extras (lewm_agent.evaluation.video and .plot import them lazily).
 iio = pytest.importorskip("imageio.v2")
 pytest.importorskip("imageio_ffmpeg")
 pytest.importorskip("PIL")

@@ -1,0 +1,1 @@
+"""lewm/TwoRoom-v0: the env (pure numpy) and its scripted expert."""

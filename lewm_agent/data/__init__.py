@@ -1,0 +1,1 @@
+"""Rollout files (HDF5), training windows over them, and the scripted-expert collector."""

@@ -1,0 +1,1 @@
+"""Evaluation and analysis: the success protocol, diagnostics, oracle planners, probes, videos, plots."""

@@ -1,0 +1,1 @@
+"""The JEPA world model: transformer modules, encoders, losses (prediction, SIGReg), WorldModel."""

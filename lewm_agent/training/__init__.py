@@ -1,0 +1,1 @@
+"""The trainer: `lewm train` (single process or torchrun ranks)."""
