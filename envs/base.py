@@ -163,6 +163,19 @@ class GoalPixelEnv(gym.Env):
                 break
         return self.get_state()
 
+    def simulate(self, state: np.ndarray, actions: np.ndarray, every: int) -> list[np.ndarray]:
+        """Play env actions (T, action_dim) from `state` in the simulator alone (no episode, no
+        frames); the states after each `every` steps. Restores the current state."""
+        saved = self.get_state()
+        self.set_state(state)
+        out = []
+        for t, a in enumerate(actions, 1):
+            self._apply_action(np.clip(a, -1.0, 1.0).astype(np.float32))
+            if t % every == 0:
+                out.append(self.get_state())
+        self.set_state(saved)
+        return out
+
     def step(self, action: Any):
         if self._goal_state is None:
             raise RuntimeError("call reset() before step()")

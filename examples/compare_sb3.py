@@ -35,7 +35,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
 
 from lewm_agent.checkpoint import read_meta
-from lewm_agent.evaluation.evaluate import EvalConfig, Policy, PolicyFactory, evaluate, markdown
+from lewm_agent.evaluation.evaluate import EvalConfig, evaluate, markdown
+from lewm_agent.evaluation.policy import Policy, PolicyFactory
 from lewm_agent.data.rollouts import RolloutFile
 from lewm_agent.planning.wrappers import GOAL_KEYS, LowDimGoalObs, PixelGoalObs
 

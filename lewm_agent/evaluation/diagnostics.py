@@ -14,7 +14,7 @@ Diagnostics separate the three seats of a failure:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -23,12 +23,8 @@ import torch
 from ..planning.agent import LeWMAgent
 from ..data.windows import window_starts
 from ..data.rollouts import RolloutFile
-
-if TYPE_CHECKING:
-    from .evaluate import EvalConfig
-
-Policy = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
-ENCODE_CHUNK = 256  # frames per encoder call: bounds memory at 224 px
+from .oracle import oracle_rows
+from .policy import Policy
 
 
 # ------------------------------------------------------------ pair difficulty
@@ -47,14 +43,6 @@ def difficulty_line(d: dict[str, dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------ exploitation gap
-@torch.inference_mode()
-def encode_frames(agent: LeWMAgent, frames: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> float32 embeddings (N, D), as the planner encodes (fp32)."""
-    out = [agent.model.encode(torch.from_numpy(frames[i:i + ENCODE_CHUNK, None]).to(agent.device))[:, 0]
-           for i in range(0, len(frames), ENCODE_CHUNK)]
-    return torch.cat(out).float().cpu().numpy()
-
-
 def gap_stats(pred: np.ndarray, goal: np.ndarray, realized: np.ndarray) -> dict[str, Any]:
     """Predicted ||z_pred - z_goal||^2 versus realized ||enc(frame reached) - z_goal||^2, rows (N, D)."""
     p = np.square(pred - goal).sum(-1)
@@ -105,7 +93,7 @@ class GapRecorder:
             del self.pending[i]
         self.unrealized += len(stale)
         if done:
-            self.realized.append(encode_frames(self.agent, pixels[done]))
+            self.realized.append(self.agent.encode_frames(pixels[done]))
             for i in done:
                 z, g, _ = self.pending.pop(i)
                 self.pred.append(z)
@@ -143,7 +131,7 @@ def open_loop_error(agent: LeWMAgent, rf: RolloutFile, episodes: np.ndarray, win
     for chunk in np.array_split(starts, -(-len(starts) // 32)):      # 32 windows at a time bound memory
         rows = chunk[:, None] + fs * np.arange(horizon + 1)           # (b, H+1)
         frames = np.stack([pixels[int(r)] for r in rows.reshape(-1)])  # plain reads: h5py fancy ones are slow
-        z = encode_frames(agent, frames).reshape(len(chunk), horizon + 1, -1)
+        z = agent.encode_frames(frames).reshape(len(chunk), horizon + 1, -1)
         acts = np.stack([actions[int(t):int(t) + horizon * fs] for t in chunk])
         blocks = ((acts - agent.action_mean) / agent.action_std).reshape(len(chunk), 1, horizon, -1)
         zt = torch.from_numpy(z).to(agent.device)
@@ -156,16 +144,17 @@ def open_loop_error(agent: LeWMAgent, rf: RolloutFile, episodes: np.ndarray, win
 
 
 # ------------------------------------------------------------ the report
-def diagnose(cfg: EvalConfig, agent: LeWMAgent, gap: GapRecorder, rf: RolloutFile | None, held: np.ndarray,
-             envs: list[gym.Env], pairs: list, lewm_success: np.ndarray) -> dict[str, Any]:
-    """report["diagnostics"]: exploitation gap, open-loop error, and oracle rows on the first pairs of `pairs`."""
-    from .oracle import oracle_rows  # oracle.py imports this module
-    k, seed = min(cfg.diagnose_pairs, len(pairs)), cfg.seeds[0]
+def diagnose(agent: LeWMAgent, gap: GapRecorder, rf: RolloutFile | None, held: np.ndarray, envs: list[gym.Env],
+             pairs: list, lewm_success: np.ndarray, *, budget: int, seed: int, oracle_pairs: int, windows: int,
+             oracle_samples: int, oracle_iterations: int) -> dict[str, Any]:
+    """report["diagnostics"]: exploitation gap, open-loop error (`windows` held-out windows), and oracle
+    rows on the first `oracle_pairs` of `pairs` (CEM of `oracle_samples` x `oracle_iterations`)."""
+    k = min(oracle_pairs, len(pairs))
     return {"exploitation_gap": gap.finish(),
-            "open_loop": (open_loop_error(agent, rf, held, cfg.diagnose_windows, seed) if rf is not None
+            "open_loop": (open_loop_error(agent, rf, held, windows, seed) if rf is not None
                           else {"skipped": "no dataset (--env mode)"}),
-            "oracle": oracle_rows(agent, envs[:k], pairs[:k], lewm_success[:k], cfg.budget, cfg.oracle_samples,
-                                  cfg.oracle_iterations, seed)}
+            "oracle": oracle_rows(agent, envs[:k], pairs[:k], lewm_success[:k], budget, oracle_samples,
+                                  oracle_iterations, seed)}
 
 
 def markdown(d: dict[str, Any]) -> str:

@@ -28,10 +28,8 @@ from ..data.windows import split_episodes
 from .diagnostics import GapRecorder, diagnose, difficulty_line, markdown as diagnostics_markdown, pair_difficulty
 from ..progress import Progress
 from ..data.rollouts import RolloutFile
+from .policy import Policy, PolicyFactory
 
-Policy = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]  # (batched obs, active) -> actions
-# A baseline for the same table: (seed, action space) -> Policy, built once per seed.
-PolicyFactory = Callable[[int, gym.spaces.Box], Policy]
 
 
 @dataclass(frozen=True)
@@ -298,8 +296,10 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     report["pair_difficulty"] = pair_difficulty(probe, np.stack([p.state for p in every]),
                                                 np.stack([p.goal_state for p in every]))
     if gap is not None:
-        report["diagnostics"] = diagnose(cfg, agent, gap, rf, held, envs, seed_pairs[0],
-                                         results["lewm"][cfg.seeds[0]])
+        report["diagnostics"] = diagnose(agent, gap, rf, held, envs, seed_pairs[0], results["lewm"][cfg.seeds[0]],
+                                         budget=cfg.budget, seed=cfg.seeds[0], oracle_pairs=cfg.diagnose_pairs,
+                                         windows=cfg.diagnose_windows, oracle_samples=cfg.oracle_samples,
+                                         oracle_iterations=cfg.oracle_iterations)
     if cfg.video:
         report["videos"] = videos
     for env in envs:

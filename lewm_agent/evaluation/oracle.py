@@ -1,7 +1,7 @@
 """Oracle planners: the agent's CEM with the real simulator in place of the predictor.
 
 Each candidate action sequence is played in the env itself from the current state
-(`set_state`, the simulator's own `_apply_action`, then the state is restored), so the
+(`GoalPixelEnv.simulate`: the simulator alone, then the state is restored), so the
 only model left is the cost: the encoder's latent distance of the rendered frame to the
 goal image, or the env's true state distance. Sampling, bounds, horizon and the "final"
 or "min" cost follow the agent's planner, so the rows differ from LeWM only in what
@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from ..planning.agent import LeWMAgent
-from .diagnostics import encode_frames
 from ..planning.planner import CEMPlanner
 
 # Push-T's true cost weighs 60 px of travel like one radian of rotation; rotation is declared in degrees.
@@ -33,16 +32,7 @@ def true_cost(env: gym.Env, states: np.ndarray, goal_state: np.ndarray) -> np.nd
 
 def _simulate(env: gym.Env, state: np.ndarray, steps: np.ndarray, every: int) -> list[np.ndarray]:
     """Play env actions (T, action_dim) from `state`; the states after each `every` steps. Restores the env."""
-    u = env.unwrapped
-    saved = u.get_state()
-    u.set_state(state)
-    out = []
-    for t, a in enumerate(steps, 1):
-        u._apply_action(np.clip(a, -1.0, 1.0).astype(np.float32))
-        if t % every == 0:
-            out.append(u.get_state())
-    u.set_state(saved)
-    return out
+    return env.unwrapped.simulate(state, steps, every)
 
 
 def _frame(env: gym.Env, state: np.ndarray) -> np.ndarray:
@@ -56,7 +46,7 @@ class _OracleCost:
         self.agent, self.envs, self.goals, self.latent = agent, envs, goals, latent
         self.z_goal = None
         if latent:
-            self.z_goal = encode_frames(agent, np.stack([_frame(e, g) for e, g in zip(envs, goals)]))
+            self.z_goal = agent.encode_frames(np.stack([_frame(e, g) for e, g in zip(envs, goals)]))
         fs = agent.cfg.frameskip
         self.every = fs if agent.planner_cfg.cost == "min" else None  # "final": only the last state counts
         self.states: list[np.ndarray] = []
@@ -69,7 +59,7 @@ class _OracleCost:
         for j, i in enumerate(self.active):
             env, ends = self.envs[i], []
             for k in range(s):
-                steps = np.concatenate([self.agent._denormalize(b) for b in acts[j, k]])  # (H*fs, action_dim)
+                steps = np.concatenate([self.agent.denormalize(b) for b in acts[j, k]])  # (H*fs, action_dim)
                 ends.append(_simulate(env, self.states[j], steps, self.every or len(steps)))
             cost[j] = self._score(i, np.asarray(ends)).reshape(s, -1).min(1)
         return torch.from_numpy(cost)
@@ -78,7 +68,7 @@ class _OracleCost:
         flat = ends.reshape(-1, ends.shape[-1])
         if not self.latent:
             return true_cost(self.envs[i], flat, self.goals[i])
-        z = encode_frames(self.agent, np.stack([_frame(self.envs[i], st) for st in flat]))
+        z = self.agent.encode_frames(np.stack([_frame(self.envs[i], st) for st in flat]))
         return np.square(z - self.z_goal[i]).sum(-1)
 
 
@@ -90,7 +80,7 @@ def oracle_success(agent: LeWMAgent, envs: list[gym.Env], pairs: list, budget: i
     cfg = replace(pc, num_samples=samples, num_iterations=iterations, num_elites=elites, receding_horizon=1,
                   warm_start=False)
     planner = CEMPlanner(agent.cfg.action_block_dim, cfg, "cpu", seed, step_dim=agent.cfg.action_dim)
-    low, high = agent._low_n.cpu(), agent._high_n.cpu()
+    low, high = agent.normalized_low.cpu(), agent.normalized_high.cpu()
     for env, p in zip(envs, pairs):
         env.reset(options={"state": p.state, "goal_state": p.goal_state})
     cost = _OracleCost(agent, envs, [p.goal_state for p in pairs], latent)
@@ -100,7 +90,7 @@ def oracle_success(agent: LeWMAgent, envs: list[gym.Env], pairs: list, budget: i
         cost.active = [int(i) for i in np.flatnonzero(~success)]
         cost.states = [envs[i].unwrapped.get_state() for i in cost.active]
         plan = planner.plan(cost, len(cost.active), None, low, high).numpy()   # (n, H, A)
-        block = [agent._denormalize(p[0]) for p in plan]                        # (fs, action_dim) each
+        block = [agent.denormalize(p[0]) for p in plan]                        # (fs, action_dim) each
         for k in range(min(agent.cfg.frameskip, budget - t)):
             for j, i in enumerate(cost.active):
                 if not success[i]:

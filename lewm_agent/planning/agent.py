@@ -33,6 +33,7 @@ CPU_CHUNK = 2048  # imagined sequences per rollout call on CPU (cache-sized; see
 
 
 MIN_IMAGE_SIZE = 8
+ENCODE_CHUNK = 256  # frames per encoder call in encode_frames: bounds memory at 224 px
 # torch.compile modes the planner's imagined rollouts accept ("reduce-overhead" captures CUDA graphs).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH = "cudagraph"  # a whole CEM solve recorded as one CUDA graph (cuda_graph.py)
@@ -131,8 +132,8 @@ class LeWMAgent:
         # Action-space bounds in normalized block coordinates: CEM samples are clipped to them.
         fs = self.cfg.frameskip
         low_n, high_n = ((b - self.action_mean) / self.action_std for b in (self.action_low, self.action_high))
-        self._low_n = torch.tensor(np.tile(low_n, fs), device=self.device)    # (A,)
-        self._high_n = torch.tensor(np.tile(high_n, fs), device=self.device)
+        self.normalized_low = torch.tensor(np.tile(low_n, fs), device=self.device)    # (A,)
+        self.normalized_high = torch.tensor(np.tile(high_n, fs), device=self.device)
         self._envs: list[_SubEnv] = []
         self._shape: tuple[int, ...] | None = None
         self.solve_seconds: deque[float] = deque(maxlen=10_000)  # wall time of each batched plan
@@ -313,7 +314,7 @@ class LeWMAgent:
             if self.recorder is not None:
                 self._record(indices, envs, plans[:, :r])
             for env, plan in zip(envs, plans):
-                env.queue.extend(self._denormalize(blk) for blk in plan[:r])
+                env.queue.extend(self.denormalize(blk) for blk in plan[:r])
                 env.plan_tail = plan[r:]
 
     @staticmethod
@@ -378,7 +379,7 @@ class LeWMAgent:
                 costs.append(self._imagine(ctx[i:i + step], actions[i:i + step], past, goal_emb[i:i + step]))
             return torch.cat(costs)
 
-        return self.planner.plan(cost_fn, n, init, self._low_n, self._high_n, noise)
+        return self.planner.plan(cost_fn, n, init, self.normalized_low, self.normalized_high, noise)
 
     def _imagined_cost(self, ctx: torch.Tensor, actions: torch.Tensor, past: torch.Tensor | None,
                        goal_emb: torch.Tensor) -> torch.Tensor:
@@ -397,7 +398,16 @@ class LeWMAgent:
             cost = cost + self.planner_cfg.probe_weight * (diff @ self.cost_probe[0]).pow(2).sum(-1)
         return cost.amin(-1)
 
-    def _denormalize(self, block: np.ndarray) -> np.ndarray:
+    @torch.inference_mode()
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) -> float32 embeddings (N, D), as the planner encodes (fp32)."""
+        out = [self.model.encode(torch.from_numpy(frames[i:i + ENCODE_CHUNK, None]).to(self.device))[:, 0]
+               for i in range(0, len(frames), ENCODE_CHUNK)]
+        return torch.cat(out).float().cpu().numpy()
+
+    def denormalize(self, block: np.ndarray) -> np.ndarray:
+        """A normalized action block (frameskip * action_dim,) -> env actions (frameskip, action_dim),
+        clipped to the action space."""
         steps = block.reshape(self.cfg.frameskip, self.cfg.action_dim) * self.action_std + self.action_mean
         return np.clip(steps, self.action_low, self.action_high).astype(np.float32)
 
