@@ -70,7 +70,8 @@ def main() -> None:
           f"{'solve p95 ms':>13}  planner")
     for r in rows:
         fmt = lambda v: f"{v:.1f}" if v is not None else "-"  # noqa: E731
-        print(f"{r['checkpoint']:>10} {r['envs']:>5} {r['act_ms_p50']:>11.1f} {r['act_ms_p95']:>11.1f} {r['solves']:>7} "
+        print(f"{r['checkpoint']:>10} {r['envs']:>5} {r['act_ms_p50']:>11.1f} {r['act_ms_p95']:>11.1f} "
+              f"{r['solves']:>7} "
               f"{fmt(r['solve_ms_p50']):>13} {fmt(r['solve_ms_p95']):>13}  {r['planner']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2))

@@ -30,10 +30,10 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
-from lewm_agent import ModelConfig, WorldModel, preset, pred_loss, sigreg
-from lewm_agent.distributed import Ranks, setup, teardown, wrap
-from lewm_agent.device import resolve_device
+from lewm_agent import ModelConfig, WorldModel, pred_loss, preset, sigreg
 from lewm_agent.checkpoint import read_meta
+from lewm_agent.device import resolve_device
+from lewm_agent.distributed import Ranks, setup, teardown, wrap
 from lewm_agent.precision import cpu_capability
 
 
@@ -55,7 +55,8 @@ def step_fn(net: torch.nn.Module, opt: torch.optim.Optimizer, device: torch.devi
     return step
 
 
-def time_steps(cfg: ModelConfig, args: argparse.Namespace, device: torch.device, ranks: Ranks = Ranks()) -> dict:
+def time_steps(cfg: ModelConfig, args: argparse.Namespace, device: torch.device,
+               ranks: Ranks = Ranks()) -> dict:  # noqa: B008  (a frozen dataclass)
     """Median seconds of a training step on this rank's share of the global batch (all ranks step)."""
     torch.manual_seed(0)
     model = WorldModel(cfg).to(device).train()
@@ -94,7 +95,8 @@ def against_reference(cfg: ModelConfig, args: argparse.Namespace, device: torch.
     pixels = torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, device=device)
     ref_pixels = pixels.permute(0, 1, 4, 2, 3).float() / 255.0
     actions = torch.randn(b, t, cfg.action_block_dim, device=device)
-    sides = {"lewm_agent": lambda: ours_step(pixels, actions[:, :-1]), "reference": lambda: ref_step(ref_pixels, actions)}
+    sides = {"lewm_agent": lambda: ours_step(pixels, actions[:, :-1]),
+             "reference": lambda: ref_step(ref_pixels, actions)}
     times: dict[str, list[float]] = {side: [] for side in sides}
     for i in range(args.warmup + args.steps):
         for side, step in sides.items():

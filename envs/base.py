@@ -83,7 +83,8 @@ class GoalPixelEnv(gym.Env):
 
     # ---------------------------------------------------------------- helpers
     def _check_state(self, name: str, state: Any) -> np.ndarray:
-        expected = f"options[{name!r}]: expected a finite float array of shape ({self.state_dim},) as returned by env.get_state()"
+        expected = (f"options[{name!r}]: expected a finite float array of shape ({self.state_dim},) "
+                    "as returned by env.get_state()")
         try:
             s = np.asarray(state, dtype=np.float64)
         except (TypeError, ValueError):  # a string, ragged lists, objects: name the option, not numpy's parse error

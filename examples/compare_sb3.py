@@ -35,9 +35,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
 
 from lewm_agent.checkpoint import read_meta
-from lewm_agent.evaluation.evaluate import EvalConfig, evaluate, markdown
-from lewm_agent.evaluation.policy import Policy, PolicyFactory
 from lewm_agent.data.rollouts import RolloutFile
+from lewm_agent.evaluation.evaluate import EvalConfig, eval_markdown, evaluate
+from lewm_agent.evaluation.policy import Policy, PolicyFactory
 from lewm_agent.planning.wrappers import GOAL_KEYS, LowDimGoalObs, PixelGoalObs
 
 PLANNER_FLAGS = ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon")
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"compare_sb3.py: error: {e}", file=sys.stderr)
         return 2
-    text = comparison_table(report) + "\n" + markdown(report)
+    text = comparison_table(report) + "\n" + eval_markdown(report)
     print(text)
     if a.out:
         out = Path(a.out)

@@ -5,7 +5,7 @@
 Start and goal come from the env's own seeded `reset` (the env renders the goal image), so
 no dataset is needed; `lewm eval` runs the full protocol on held-out pairs instead.
 
-1. Plain loop, one env: `agent.act(obs)` on one observation dict (the loop of DESIGN.md).
+1. Plain loop, one env: `agent.act(obs)` on one observation dict (the loop of the README's "Use the agent").
 2. `gymnasium.vector.SyncVectorEnv` of N sub-envs: `agent.act(obs, episode_start=...)` on the
    batch, one batched CEM solve per step for every sub-env that needs a plan. The vector env
    resets a finished sub-env in the same step (`AutoresetMode.SAME_STEP`, SB3's convention),
@@ -27,7 +27,7 @@ import lewm_agent
 PLANNER_FLAGS = ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon")
 
 
-def make_env(agent: lewm_agent.LeWMAgent, env_id: str | None, max_steps: int | None) -> gym.Env:
+def agent_env(agent: lewm_agent.LeWMAgent, env_id: str | None, max_steps: int | None) -> gym.Env:
     """The env the checkpoint was trained on, with its image size."""
     env_id = env_id or agent.meta.env_id
     if env_id is None:
@@ -97,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                                  f"got {value}")
         planner = {k: getattr(a, k) for k in PLANNER_FLAGS if getattr(a, k) is not None}
         agent = lewm_agent.LeWMAgent.from_pretrained(a.checkpoint, a.device, seed=a.seed, **planner)
-        env = make_env(agent, a.env, a.max_steps)
+        env = agent_env(agent, a.env, a.max_steps)
         t0 = time.perf_counter()
         single = run_single(agent, env, a.episodes, a.seed)
         report("single env", single, time.perf_counter() - t0)
         env.close()
         if a.num_envs:
-            envs = gym.vector.SyncVectorEnv([lambda: make_env(agent, a.env, a.max_steps)] * a.num_envs,
+            envs = gym.vector.SyncVectorEnv([lambda: agent_env(agent, a.env, a.max_steps)] * a.num_envs,
                                             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
             solves = len(agent.solve_seconds)
             t0 = time.perf_counter()

@@ -29,6 +29,10 @@ import numpy as np
 import torch
 
 import lewm_agent  # noqa: F401  (registers the lewm/* envs)
+from lewm_agent.checkpoint import load_checkpoint
+from lewm_agent.data.rollouts import RolloutFile
+from lewm_agent.device import resolve_device
+from lewm_agent.evaluation.evaluate import held_out_episodes
 from lewm_envs.pusht.env import t_corners
 from lewm_envs.pusht.render import (
     AGENT_RADIUS,
@@ -40,10 +44,6 @@ from lewm_envs.pusht.render import (
     to_world,
     wrap_angle,
 )
-from lewm_agent.device import resolve_device
-from lewm_agent.checkpoint import load_checkpoint
-from lewm_agent.evaluation.evaluate import held_out_episodes
-from lewm_agent.data.rollouts import RolloutFile
 
 ENV_ID = "lewm/PushT-v0"
 CONDITIONS = ("normal", "teleport", "colour")
@@ -220,7 +220,8 @@ def interpret(tests: dict) -> str:
     line = f"{verdict('teleport_vs_normal', 'teleporting the block')}; {verdict('colour_vs_normal', 'recolouring it')}"
     tc = tests["teleport_vs_colour"]
     if tc["p"] < ALPHA:
-        line += f"; the physical violation is {'more' if tc['mean_diff'] > 0 else 'less'} surprising than the visual change"
+        more = "more" if tc["mean_diff"] > 0 else "less"
+        line += f"; the physical violation is {more} surprising than the visual change"
     return line + "."
 
 

@@ -1,14 +1,14 @@
 """lewm_agent: a LeWorldModel (JEPA + SIGReg) behind a Gymnasium planning agent."""
 import lewm_envs as _envs  # noqa: F401  registers the lewm/* Gymnasium environments
 
-from .planning.agent import LeWMAgent
-from .checkpoint import resolve_checkpoint, shipped_checkpoints
+from .checkpoint import make_env, resolve_checkpoint, shipped_checkpoints
 from .config import PRESETS, ModelConfig, PlannerConfig, preset
 from .model.losses import pred_loss, sigreg
-from .planning.planner import CEMPlanner
-from .planning.env import make_env
 from .model.world_model import WorldModel
+from .planning.agent import LeWMAgent
+from .planning.planner import CEMPlanner
 from .version import __version__
 
-__all__ = ["LeWMAgent", "make_env", "resolve_checkpoint", "shipped_checkpoints", "CEMPlanner", "ModelConfig", "PlannerConfig", "PRESETS", "preset", "WorldModel",
+__all__ = ["LeWMAgent", "make_env", "resolve_checkpoint", "shipped_checkpoints", "CEMPlanner", "ModelConfig",
+           "PlannerConfig", "PRESETS", "preset", "WorldModel",
            "sigreg", "pred_loss", "__version__"]

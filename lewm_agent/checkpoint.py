@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig, PlannerConfig
 from .lock import LOCK_FILE
-from .runlog import LOG_FILE
 from .model.world_model import WorldModel
+from .runlog import LOG_FILE
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -75,7 +76,7 @@ class CheckpointMeta:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CheckpointMeta":
+    def from_dict(cls, d: dict[str, Any]) -> CheckpointMeta:
         d = dict(d)
         version = d.pop("format_version", None)
         if version != FORMAT_VERSION:
@@ -192,6 +193,16 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
         return CheckpointMeta.from_dict(json.loads((folder / CONFIG).read_text()))
     except json.JSONDecodeError as e:
         raise ValueError(f"checkpoint {folder}: {CONFIG} is not valid JSON ({e})") from None
+
+
+def make_env(checkpoint: str | os.PathLike, **overrides: Any) -> gym.Env:
+    """`gym.make` of the checkpoint's env id with the env kwargs it was trained on (image size,
+    render settings), then `overrides` (e.g. `render_mode="rgb_array"`, `max_episode_steps=100`).
+
+    `checkpoint`: a folder or a shipped name ("pusht", "two_room", "cube").
+    """
+    meta = read_meta(checkpoint)
+    return gym.make(meta.env_id, **{**meta.env_kwargs, **overrides})
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[WorldModel, CheckpointMeta]:

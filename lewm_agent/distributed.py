@@ -147,7 +147,8 @@ def wrap(model: nn.Module, device: torch.device, ranks: Ranks) -> nn.Module:
     if ranks.world == 1:
         return model
     use_global_batchnorm(model)
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 def use_global_batchnorm(model: nn.Module) -> nn.Module:

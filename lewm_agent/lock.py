@@ -40,7 +40,7 @@ class RunLock:
         except (OSError, ValueError):
             return None  # torn (killed between creating and writing it) or unreadable: stale
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):
             try:
@@ -65,7 +65,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

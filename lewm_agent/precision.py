@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MIN_SPEEDUP = 1.15      # bf16 must beat fp32 by this factor: timing noise on a busy machine is ~10%
-_CACHE: dict[Hashable, "PrecisionChoice"] = {}
+_CACHE: dict[Hashable, PrecisionChoice] = {}
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ class Progress:
             self._print()  # the final count, however short the job
             self._plain = False
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -77,7 +77,8 @@ class DotEnv(gym.Env):
         self.pos = np.clip(self.pos + SPEED * np.clip(action, -1, 1), 0.05, 0.95)
         self.t += 1
         success = bool(np.linalg.norm(self.pos - self.goal) < 0.08)
-        return self._obs(), float(success), success and self.terminate, self.t >= self.max_steps, {"is_success": success}
+        truncated = self.t >= self.max_steps
+        return self._obs(), float(success), success and self.terminate, truncated, {"is_success": success}
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from lewm_agent import WorldModel, preset, pred_loss, sigreg
+from lewm_agent import WorldModel, pred_loss, preset, sigreg
 from lewm_agent.distributed import setup, teardown, use_global_batchnorm
 
 

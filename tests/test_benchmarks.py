@@ -84,6 +84,7 @@ def test_against_reference_times_both_sides_or_says_why_not(tmp_path):
 def test_reference_missing_names_the_package(monkeypatch):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import importlib.util
+
     import reference
     # Only loguru is missing here, whatever this machine has installed.
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "loguru" else object())

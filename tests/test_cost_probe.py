@@ -14,8 +14,8 @@ from lewm_agent.checkpoint import load_checkpoint, save_checkpoint
 from lewm_agent.cli import main
 from lewm_agent.config import PlannerConfig
 from lewm_agent.evaluation.cost_probe_fit import _cost_terms, ridge_matrix
-from lewm_agent.planning.cost_probe import COST_PROBE, load_cost_probe
 from lewm_agent.evaluation.probe import fit_ridge
+from lewm_agent.planning.cost_probe import COST_PROBE, load_cost_probe
 
 
 def test_ridge_matrix_is_the_ridge_probe_as_a_map_of_differences():

@@ -22,6 +22,7 @@ def test_graph_replays_plan_like_eager(trained_checkpoint, precision):
         blocks = rng.normal(size=(n, tc - 1, a)).astype(np.float32) if tc > 1 else None
         init = rng.normal(size=(n, eager.planner_cfg.horizon, a)).astype(np.float32)
         for warm in (None, init):
-            np.testing.assert_allclose(graphed.plan(context, goal, blocks, warm), eager.plan(context, goal, blocks, warm),
+            np.testing.assert_allclose(graphed.plan(context, goal, blocks, warm),
+                                       eager.plan(context, goal, blocks, warm),
                                        rtol=1e-4, atol=1e-4)
     assert len(graphed._solve_latent._captured) == 6  # (tc, n) in {(1, 2), (3, 2), (1, 5)} x warm start or not

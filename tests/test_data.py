@@ -2,9 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from lewm_agent.data.windows import (MemoryWindows, StreamWindows, WindowSpec, action_stats, split_episodes,
-                             window_starts)
 from lewm_agent.data.rollouts import RolloutFile
+from lewm_agent.data.windows import (
+    MemoryWindows,
+    StreamWindows,
+    WindowSpec,
+    action_stats,
+    split_episodes,
+    window_starts,
+)
 
 
 def test_split_is_by_whole_episode_and_seeded():

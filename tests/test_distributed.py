@@ -63,7 +63,7 @@ def test_a_two_rank_run_matches_one_process_resumes_and_its_checkpoint_plans(dot
     assert run.returncode == 0, run.stderr[-2000:]
     subprocess.run([sys.executable, *_train_args(dot_dataset, single, 4)], env=ENV, check=True, timeout=240,
                    capture_output=True)
-    logs = [[__import__("json").loads(l) for l in (d / "log.jsonl").read_text().splitlines()]
+    logs = [[__import__("json").loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
             for d in (ranks2, single)]
     steps = [[r["step"] for r in log if "train/loss" in r] for log in logs]
     assert steps[0] == steps[1] == [1, 2, 3, 4]  # one writer, nothing logged twice

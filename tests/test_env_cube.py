@@ -189,7 +189,7 @@ def test_expert_samples_new_targets(oracle, monkeypatch):
     e.close()
 
 
-def _play(envs, steps=len(ACTIONS)):
+def _play(envs, steps=len(ACTIONS)):  # noqa: B008
     """Reset each env with its own seed, then step them in turn (interleaved): every output."""
     out = [o[k] for i, e in enumerate(envs) for o in [e.reset(seed=20 + i)[0]] for k in ("pixels", "goal")]
     for a in ACTIONS[:steps]:

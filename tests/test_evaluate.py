@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from lewm_agent.cli import main
-from lewm_agent.data.collect import CollectConfig, collect
 from lewm_agent.config import PlannerConfig
-from lewm_agent.evaluation.evaluate import EvalConfig, Pair, evaluate, markdown, sample_pairs, summarize, wilson
+from lewm_agent.data.collect import CollectConfig, collect
 from lewm_agent.data.rollouts import RolloutFile
+from lewm_agent.evaluation.evaluate import EvalConfig, Pair, eval_markdown, evaluate, sample_pairs, summarize, wilson
 
 
 def test_wilson_interval():
@@ -26,16 +26,16 @@ def test_honest_and_paper_protocol_columns_by_hand():
     report = {"env_id": "e", "episodes_per_seed": 4, "seeds": [0, 1], "goal_offset": 5, "budget": 9,
               "held_out": "x", "rows": {"lewm": {**row, "seconds_per_episode": 1.0}},
               "planning": {"median_s_per_solve": None}}
-    text = markdown(report)
+    text = eval_markdown(report)
     assert "paper protocol" in text and "| 68.6 ± 16.2% [39.1, 86.2] |" in text
     none_skipped = summarize({0: np.array([1, 0], bool)}, {0: 0})
     report["rows"] = {"lewm": {**none_skipped, "seconds_per_episode": 1.0}}
-    assert "paper protocol" not in markdown(report)  # nothing was skipped: one column says it all
+    assert "paper protocol" not in eval_markdown(report)  # nothing was skipped: one column says it all
     report["planner"] = {**PlannerConfig(num_samples=40, num_elites=4, probe_weight=7.0).to_dict()}
-    assert "Planner: CEM 40 samples x 30 iterations, 4 elites" in markdown(report)
-    assert "cost probe" not in markdown(report)
+    assert "Planner: CEM 40 samples x 30 iterations, 4 elites" in eval_markdown(report)
+    assert "cost probe" not in eval_markdown(report)
     report["cost_probe"] = {"quantity": "cube_xyz", "data": "train.h5"}  # the planner weighed a cost probe in
-    assert "cost probe of cube_xyz fitted on train.h5 at weight 7." in markdown(report)
+    assert "cost probe of cube_xyz fitted on train.h5 at weight 7." in eval_markdown(report)
 
 
 def test_pairs_come_from_the_given_episodes_at_the_offset_and_are_seeded(two_room_data):
@@ -77,7 +77,7 @@ def test_protocol_end_to_end_replay_succeeds_on_a_deterministic_env(two_room_dat
     assert rows["replay"]["success"] == 1.0  # replaying the recording reaches the goal frame exactly
     assert set(rows) == {"lewm", "random", "replay"} and rows["lewm"]["n"] == 8
     assert report["planning"]["solves"] >= 2 and report["planning"]["median_s_per_solve"] > 0
-    assert "| replay | 100.0 ± 0.0%" in markdown(report)
+    assert "| replay | 100.0 ± 0.0%" in eval_markdown(report)
     env_report = evaluate(EvalConfig(checkpoint=str(two_room_ck), env_id="lewm/TwoRoom-v0", episodes=3, seeds=(0,),
                                      planner=planner, budget=10))
     assert set(env_report["rows"]) == {"lewm", "random"}
@@ -129,6 +129,7 @@ def test_eval_card_writes_the_table_into_the_model_card(two_room_data, two_room_
 
 def test_the_headline_card_section_refuses_a_file_of_another_recipe(two_room_data, two_room_ck, tmp_path, capsys):
     import shutil
+
     from lewm_agent.data.collect import CollectConfig, collect
     folder, other = tmp_path / "shipped", tmp_path / "other.h5"
     shutil.copytree(two_room_ck, folder)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import lewm_envs  # noqa: F401  (registers the lewm/ ids)
-from lewm_envs.pusht.env import PushTEnv
-from lewm_envs.two_room.env import TwoRoomEnv
 from lewm_agent.cli import main
 from lewm_agent.data.collect import CollectConfig, collect
 from lewm_agent.evaluation.probe import ProbeConfig, env_quantities, fit_mlp, fit_ridge, score
+from lewm_envs.pusht.env import PushTEnv
+from lewm_envs.two_room.env import TwoRoomEnv
 
 
 # ------------------------------------------------------------------ probes on synthetic embeddings

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from lewm_envs.pusht.env import PushTEnv
-from lewm_envs.pusht.expert import PAPER_PACED, PushTExpert
 from lewm_agent.cli import main
 from lewm_agent.data.rollouts import RolloutFile
+from lewm_envs.pusht.env import PushTEnv
+from lewm_envs.pusht.expert import PAPER_PACED, PushTExpert
 
 SEEDS = range(4)
 MAX_STEPS = 800
@@ -102,7 +102,7 @@ def test_paper_paced_recipe_matches_the_papers_episode_length_and_pushes_most_of
         expert = PushTExpert(**recipe["expert_kwargs"])
         obs, _ = env.reset(seed=seed)
         expert.reset(env, np.random.default_rng(seed))
-        for k in range(1, 601):
+        for k in range(1, 601):  # noqa: B007  (read after the loop)
             obs, _, term, _, _ = env.step(expert.act(env, obs))
             if term:
                 break

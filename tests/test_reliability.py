@@ -11,7 +11,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import lewm_agent.checkpoint as ckpt_mod
 from lewm_agent import ModelConfig, PlannerConfig, WorldModel, preset
@@ -130,7 +131,8 @@ def test_planner_and_model_json_share_one_convention_and_refuse_unknown_keys(cap
     from lewm_agent.cli import main
     out = tmp_path / "ev"
     assert main(["eval", "--checkpoint", "two_room", "--env", "lewm/TwoRoom-v0", "--episodes", "2", "--seeds", "0",
-                 "--no-baselines", "--no-progress", "--planner", '{"num_samples": 8, "num_elites": 4, "num_iterations": 2}',
+                 "--no-baselines", "--no-progress",
+                 "--planner", '{"num_samples": 8, "num_elites": 4, "num_iterations": 2}',
                  "--num-iterations", "1", "--out", str(out)]) == 0
     planner = json.loads((out / "eval.json").read_text())["planner"]
     assert planner["num_samples"] == 8 and planner["num_iterations"] == 1  # JSON, then the flag over it
@@ -209,8 +211,8 @@ def test_a_failure_between_any_two_file_writes_leaves_a_loadable_folder_that_res
         out, seen = tmp_path / f"fail{k}", []
 
         def failing(src, dst):
-            seen.append(dst)
-            if len(seen) == k + 1:
+            seen.append(dst)  # noqa: B023  (this iteration's list: the patch is undone before the next)
+            if len(seen) == k + 1:  # noqa: B023
                 raise OSError(28, "injected: no space left on device")
             real_replace(src, dst)
         monkeypatch.setattr(os, "replace", failing)

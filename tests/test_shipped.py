@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import lewm_envs  # noqa: F401  (registers the lewm/ ids)
-from lewm_agent.planning.agent import LeWMAgent
 from lewm_agent.checkpoint import read_meta, weights_sha256
+from lewm_agent.planning.agent import LeWMAgent
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p for p in (ROOT / "checkpoints").glob("*/") if (p / "config.json").is_file())

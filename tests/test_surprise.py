@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import lewm_agent  # noqa: F401  (registers the envs)
-from lewm_envs.pusht.env import t_corners
-from lewm_envs.pusht.render import AGENT_RADIUS, WALL_HI, WALL_LO, PushTRenderer, t_sdf
 from lewm_agent.checkpoint import CheckpointMeta, save_checkpoint
 from lewm_agent.config import preset
 from lewm_agent.data.rollouts import RolloutFile, RolloutWriter
 from lewm_agent.model.world_model import WorldModel
+from lewm_envs.pusht.env import t_corners
+from lewm_envs.pusht.render import AGENT_RADIUS, WALL_HI, WALL_LO, PushTRenderer, t_sdf
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SIZE, LENGTH, FS = 32, 36, 5

@@ -109,8 +109,8 @@ def test_batchnorm_statistics_are_recalibrated_to_exact_averages(dot_dataset):
     import numpy as np
 
     from lewm_agent import WorldModel, preset
-    from lewm_agent.data.windows import MemoryWindows, WindowSpec
     from lewm_agent.data.rollouts import RolloutFile
+    from lewm_agent.data.windows import MemoryWindows, WindowSpec
     with RolloutFile(dot_dataset) as rf:
         pixels, actions = rf.column("pixels")[:rf.num_frames], rf.column("action")[:rf.num_frames]
     model_cfg = preset("tiny")

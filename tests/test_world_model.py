@@ -74,7 +74,7 @@ def test_rollout_equals_step_by_step_predict(model, tc):
     for j in range(s):
         seq = ctx
         acts = cand[:, j] if ctx_act is None else torch.cat([ctx_act, cand[:, j]], 1)
-        for k in range(horizon):
+        for _ in range(horizon):
             nxt = model.predict(seq, acts[:, :seq.shape[1]])[:, -1:]
             seq = torch.cat([seq, nxt], 1)
         torch.testing.assert_close(out[:, j], seq[:, tc:], atol=1e-5, rtol=1e-5)

@@ -149,7 +149,7 @@ class _Backend:
         self._renderers.clear()
 
 
-_SHARED: "weakref.WeakValueDictionary[str, _Backend]" = weakref.WeakValueDictionary()
+_SHARED: weakref.WeakValueDictionary[str, _Backend] = weakref.WeakValueDictionary()
 
 
 class CubeEnv(GoalPixelEnv):

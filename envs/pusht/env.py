@@ -34,8 +34,19 @@ import numpy as np
 import pymunk
 
 from ..base import GoalPixelEnv
-from .render import (AGENT_RADIUS, T_AREA, T_COG, T_RECTS, WALL_HI, WALL_LO, PushTRenderer, coverage,
-                           t_sdf, to_world, wrap_angle)
+from .render import (
+    AGENT_RADIUS,
+    T_AREA,
+    T_COG,
+    T_RECTS,
+    WALL_HI,
+    WALL_LO,
+    PushTRenderer,
+    coverage,
+    t_sdf,
+    to_world,
+    wrap_angle,
+)
 
 DT, SUBSTEPS, KP, KD = 0.01, 10, 100.0, 20.0
 ACTION_SCALE = 100.0

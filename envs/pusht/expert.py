@@ -40,8 +40,7 @@ from typing import Any
 import numpy as np
 
 from .env import ACTION_SCALE, AGENT_HI, AGENT_LO
-from .render import (AGENT_RADIUS, T_AREA, T_COG, T_OUTLINE, t_sdf, t_sdf_local, to_world,
-                           wrap_angle)
+from .render import AGENT_RADIUS, T_AREA, T_COG, T_OUTLINE, t_sdf, t_sdf_local, to_world, wrap_angle
 
 # The paper-paced, pushing-rich recipe: `lewm collect --expert-kwargs` and `--env-kwargs` values.
 PAPER_PACED = {"expert_kwargs": {"max_speed": 8.5, "approach_speed": 40, "noise": 0.05, "detour": 0.01},
@@ -117,7 +116,8 @@ class PushTExpert:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
                 raise ValueError(f"{name}: expected a number in [{lo}, {hi}], got {v!r}")
         self.noise, self.explore, self.rotation_scale = float(noise), float(explore), float(rotation_scale)
-        self.pos_tol, self.ang_tol, self.gap, self.push_speed = float(pos_tol), float(ang_tol), float(gap), float(push_speed)
+        self.pos_tol, self.ang_tol = float(pos_tol), float(ang_tol)
+        self.gap, self.push_speed = float(gap), float(push_speed)
         self._cand_p, self._cand_n, self._cand_e = _candidates(self.gap)
         self._betas = np.linspace(-0.6, 0.6, 5)      # push directions off the inward normal, rad
         self.travel_scale = float(travel_scale)

@@ -59,7 +59,8 @@ def t_sdf_local(p: np.ndarray, with_grad: bool = False):
     """Signed distance (negative inside) from body-frame points (..., 2) to the T.
 
     The T is the union of two overlapping rectangles, so its distance is the smaller of the two
-    rectangles' exact distances (exact outside, and inside near the outline). With `with_grad` the unit gradient (body frame) is returned too.
+    rectangles' exact distances (exact outside, and inside near the outline). With `with_grad` the unit
+    gradient (body frame) is returned too.
     """
     best, grad = None, None
     for cx, cy, hx, hy in SDF_RECTS:

@@ -6,13 +6,13 @@ with one line naming the problem and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import dataclasses
 import json
+import logging
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..config import PRESETS
 
@@ -200,8 +200,8 @@ def _eval(a: argparse.Namespace) -> int:
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     if a.card and a.card_name == "eval" and a.data:
         _check_headline_recipe(a.checkpoint, a.data)
-    from ..evaluation.evaluate import EvalConfig, evaluate, markdown
     from ..config import PlannerConfig
+    from ..evaluation.evaluate import EvalConfig, eval_markdown, evaluate
     names = (*PLANNER_INT_FLAGS, "std", "noise_beta", "cost")
     planner = {**_fields_arg("--planner", a.planner, PlannerConfig),  # the flags below override it
                **{k: getattr(a, k) for k in names if getattr(a, k) is not None}}
@@ -216,7 +216,7 @@ def _eval(a: argparse.Namespace) -> int:
                      progress=not a.no_progress)
     report = evaluate(cfg, on_seed=lambda row, seed, rate: print(f"seed {seed}: {row} {100 * rate:.0f}%",
                                                                   file=sys.stderr))
-    table = markdown(report)
+    table = eval_markdown(report)
     print(table)
     if a.out:
         _save_report(Path(a.out), report, table)
@@ -299,10 +299,10 @@ def _probe(a: argparse.Namespace) -> int:
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     if a.cost_probe is not None:
         return _cost_probe(a)
-    from ..evaluation.probe import ProbeConfig, markdown, probe
+    from ..evaluation.probe import ProbeConfig, probe, probe_markdown
     report = probe(ProbeConfig(checkpoint=a.checkpoint, data=a.data, frames=a.frames, val_fraction=a.val_fraction,
                                seed=a.seed, mlp_steps=a.mlp_steps, device=a.device))
-    table = markdown(report)
+    table = probe_markdown(report)
     print(table)
     for folder in ([Path(a.out)] if a.out else []) + ([Path(a.checkpoint)] if a.card else []):
         folder.mkdir(parents=True, exist_ok=True)
@@ -336,7 +336,7 @@ def _demo(a: argparse.Namespace) -> int:
     """Plan with a shipped model towards goals of never-seen episodes of its env (or train one first)."""
     from ..checkpoint import read_meta, resolve_checkpoint
     from ..data.collect import CollectConfig, collect, print_summary
-    from ..evaluation.evaluate import EvalConfig, evaluate, markdown
+    from ..evaluation.evaluate import EvalConfig, eval_markdown, evaluate
     from ..training.train import TrainConfig, train
     out = Path(a.out)
     expert_kwargs, max_steps = {}, None
@@ -370,7 +370,7 @@ def _demo(a: argparse.Namespace) -> int:
     video = {"video": str(out / "videos"), "video_episodes": a.video_episodes} if a.video_episodes else {}
     report = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(data), episodes=a.eval_episodes, seeds=(0,),
                                  **video))
-    table = markdown(report)
+    table = eval_markdown(report)
     _save_report(out, report, table)
     print(table)
     for path in report.get("videos", []):

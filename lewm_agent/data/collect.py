@@ -17,9 +17,10 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 try:
     import resource  # POSIX only: the file-size limit (RLIMIT_FSIZE)
@@ -34,7 +35,6 @@ from lewm_envs.experts import EXPERTS, expert_class
 
 from ..progress import Progress
 from .rollouts import RolloutWriter
-
 
 COMPRESSION = {"gzip": ("gzip", 4), "lzf": ("lzf", None), "none": (None, None)}  # h5py filter, level
 
@@ -52,8 +52,8 @@ class CollectConfig:
     overwrite: bool = False
     progress: bool = True
     command: str = ""                     # recorded in the file: the data recipe travels with the data
-    # Pixel compression. gzip files are ~77x smaller but cost ~1 ms per 224 px frame to write and read
-    # on one core (measured here), which bounds collection and loading; "none" for fast local disks.
+    # Pixel compression. gzip files are far smaller but cost CPU time per frame to write and read
+    # (README, Speed), which bounds collection and loading; "none" for fast local disks.
     compression: str = "gzip"
 
     def __post_init__(self) -> None:

@@ -153,7 +153,7 @@ class RolloutWriter:
             for k, v in (summary or {}).items():
                 f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
 
-    def __enter__(self) -> "RolloutWriter":
+    def __enter__(self) -> RolloutWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -271,7 +271,7 @@ class RolloutFile:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self) -> "RolloutFile":
+    def __enter__(self) -> RolloutFile:
         return self
 
     def __exit__(self, *exc: Any) -> None:

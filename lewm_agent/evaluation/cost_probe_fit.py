@@ -44,10 +44,6 @@ def fit_cost_probe(checkpoint: str | os.PathLike, data: str | os.PathLike, quant
     (the evaluation's goal offset): how each cost term follows the quantity's displacement, and
     the weight at which the two terms' medians are equal. Returns (P (D, k) float32, a report).
     """
-    # Fitting reads rollout files and env classes; the agent, which only loads P, does not import them.
-    from ..data.windows import split_episodes
-    from ..evaluation.probe import check_labelled_file, sample_rows, score
-    from ..data.rollouts import RolloutFile
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
     with RolloutFile(data) as rf:
@@ -72,7 +68,6 @@ def fit_cost_probe(checkpoint: str | os.PathLike, data: str | os.PathLike, quant
 def _labelled(model: torch.nn.Module, rf: Any, rows: np.ndarray, quantity: str,
               device: torch.device) -> tuple[np.ndarray, np.ndarray, str]:
     """(embeddings (N, D), the quantity's values (N, k), its unit) at sorted `rows`."""
-    from ..evaluation.probe import embed_rows, env_quantities
     q = env_quantities(rf.env_id, rf.column("state")[rows], rf.column("observation")[rows])
     if quantity not in q:
         raise ValueError(f"--cost-probe: {rf.env_id} has no quantity {quantity!r}; expected one of {sorted(q)}")

@@ -20,9 +20,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ..planning.agent import LeWMAgent
-from ..data.windows import window_starts
 from ..data.rollouts import RolloutFile
+from ..data.windows import window_starts
+from ..planning.agent import LeWMAgent
 from .oracle import oracle_rows
 from .policy import Policy
 
@@ -157,7 +157,7 @@ def diagnose(agent: LeWMAgent, gap: GapRecorder, rf: RolloutFile | None, held: n
                                   oracle_iterations, seed)}
 
 
-def markdown(d: dict[str, Any]) -> str:
+def diagnostics_markdown(d: dict[str, Any]) -> str:
     """The diagnostics table (appended to the eval report's markdown)."""
     rows = ["| seat | measure | value |", "|---|---|---|"]
     g = d.get("exploitation_gap", {})

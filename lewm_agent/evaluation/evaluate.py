@@ -13,23 +13,23 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from lewm_envs import check_pixel_settings
 
-from ..planning.agent import LeWMAgent
 from ..checkpoint import CheckpointMeta, weights_sha256
-from ..data.windows import split_episodes
-from .diagnostics import GapRecorder, diagnose, difficulty_line, markdown as diagnostics_markdown, pair_difficulty
-from ..progress import Progress
 from ..data.rollouts import RolloutFile
+from ..data.windows import split_episodes
+from ..planning.agent import LeWMAgent
+from ..progress import Progress
+from .diagnostics import GapRecorder, diagnose, diagnostics_markdown, difficulty_line, pair_difficulty
 from .policy import Policy, PolicyFactory
-
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def held_out_episodes(rf: RolloutFile, meta: CheckpointMeta) -> tuple[np.ndarray
     return np.arange(rf.num_episodes), "every episode (this file was not the training file)"
 
 
-def make_env(env_id: str, env_kwargs: dict[str, Any], budget: int) -> gym.Env:
+def make_eval_env(env_id: str, env_kwargs: dict[str, Any], budget: int) -> gym.Env:
     return gym.make(env_id, **env_kwargs, max_episode_steps=budget + 1)
 
 
@@ -220,13 +220,13 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     env_kwargs.pop("terminate_on_success", None)  # success at any step is tracked here
     if meta.env_id is not None:
         check_pixel_settings(env_id, env_kwargs, meta.env_kwargs, f"--data: {cfg.data}" if rf else "the env")
-    envs = [make_env(env_id, env_kwargs, cfg.budget) for _ in range(cfg.episodes)]
-    probe = envs[0]
-    space = probe.action_space
+    envs = [make_eval_env(env_id, env_kwargs, cfg.budget) for _ in range(cfg.episodes)]
+    env = envs[0]  # checks starts and draws --env goals; plays pair 0 too
+    space = env.action_space
     held, held_note = held_out_episodes(rf, meta) if rf else (np.zeros(0, int), "env.reset goals")
 
     def solved(p: Pair) -> bool:
-        return bool(probe.reset(options={"state": p.state, "goal_state": p.goal_state})[1]["is_success"])
+        return bool(env.reset(options={"state": p.state, "goal_state": p.goal_state})[1]["is_success"])
 
     factories: dict[str, PolicyFactory | None] = {"lewm": None}
     if cfg.baselines:
@@ -247,7 +247,7 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
         if rf:
             pairs, skipped[seed] = sample_pairs(rf, held, cfg.episodes, cfg.goal_offset, seed, solved)
         else:
-            pairs, skipped[seed] = _env_pairs(probe, cfg.episodes, seed)
+            pairs, skipped[seed] = _env_pairs(env, cfg.episodes, seed)
         seed_pairs.append(pairs)
         for name, factory in factories.items():
             record = ({i: [] for i in range(min(cfg.video_episodes, len(pairs)))}
@@ -292,9 +292,9 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
                            "median_s_per_solve": float(np.median(times)) if len(times) else None,
                            "p95_s_per_solve": float(np.percentile(times, 95)) if len(times) else None,
                            "s_per_env_step": float(times.sum() / max(agent_steps, 1))}}
-    every = [p for pairs in seed_pairs for p in pairs]
-    report["pair_difficulty"] = pair_difficulty(probe, np.stack([p.state for p in every]),
-                                                np.stack([p.goal_state for p in every]))
+    all_pairs = [p for pairs in seed_pairs for p in pairs]
+    report["pair_difficulty"] = pair_difficulty(env, np.stack([p.state for p in all_pairs]),
+                                                np.stack([p.goal_state for p in all_pairs]))
     if gap is not None:
         report["diagnostics"] = diagnose(agent, gap, rf, held, envs, seed_pairs[0], results["lewm"][cfg.seeds[0]],
                                          budget=cfg.budget, seed=cfg.seeds[0], oracle_pairs=cfg.diagnose_pairs,
@@ -356,14 +356,14 @@ def planner_line(report: dict[str, Any]) -> str:
     line = (f"Planner: CEM {c['num_samples']} samples x {c['num_iterations']} iterations, {c['num_elites']} elites, "
             f"horizon {c['horizon']}, replan every {c['receding_horizon']} blocks, cost {c['cost']!r}, "
             f"noise beta {c['noise_beta']:g}")
-    probe = report.get("cost_probe")
-    if probe:
-        line += (f", cost probe of {probe.get('quantity')} fitted on {probe.get('data')} at weight "
+    cost_probe = report.get("cost_probe")
+    if cost_probe:
+        line += (f", cost probe of {cost_probe.get('quantity')} fitted on {cost_probe.get('data')} at weight "
                  f"{c['probe_weight']:g}")
     return line + "."
 
 
-def markdown(report: dict[str, Any]) -> str:
+def eval_markdown(report: dict[str, Any]) -> str:
     p = report["planning"]
     rows = report["rows"]
     paper = any(r["skipped"] for r in rows.values()) and all("paper" in r for r in rows.values())

@@ -1,7 +1,7 @@
 """What every row of an evaluation plays: a policy over a batch of lockstep envs."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np

@@ -17,13 +17,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from lewm_envs import check_pixel_settings, env_class as lewm_env_class
+from lewm_envs import check_pixel_settings, env_class
 
-from ..device import resolve_device
 from ..checkpoint import load_checkpoint
-from ..data.windows import split_episodes
-from ..model.losses import embedding_stats
 from ..data.rollouts import RolloutFile
+from ..data.windows import split_episodes
+from ..device import resolve_device
+from ..model.losses import embedding_stats
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,10 @@ class ProbeConfig:
             raise ValueError("--mlp-hidden must be >= 1 and --mlp-steps >= 0")
 
 
-def env_class(env_id: str) -> type:
+def probe_env_class(env_id: str) -> type:
     """The registered env class of `env_id`, which must declare `probe_quantities`."""
     try:
-        entry = lewm_env_class(env_id)
+        entry = env_class(env_id)
     except gym.error.Error as e:
         raise ValueError(f"env {env_id!r} is not a registered env ({e})") from None
     if not hasattr(entry, "probe_quantities"):
@@ -62,7 +62,7 @@ def env_class(env_id: str) -> type:
 
 def env_quantities(env_id: str, state: np.ndarray, observation: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
     """The env class's `probe_quantities` for these rows: {name: ((N, k) values, unit)}."""
-    return env_class(env_id).probe_quantities(state, observation)
+    return probe_env_class(env_id).probe_quantities(state, observation)
 
 
 # ------------------------------------------------------------------ probes
@@ -85,7 +85,10 @@ def fit_mlp(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, hidden: int, s
     y = torch.as_tensor((y_tr - y_mu) / y_sd, dtype=torch.float32)
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, y.shape[1]))
     for p in net.parameters():  # seeded init: the same call gives the same numbers
-        torch.nn.init.normal_(p, std=1.0 / math.sqrt(p.shape[-1]), generator=g) if p.dim() > 1 else torch.nn.init.zeros_(p)
+        if p.dim() > 1:
+            torch.nn.init.normal_(p, std=1.0 / math.sqrt(p.shape[-1]), generator=g)
+        else:
+            torch.nn.init.zeros_(p)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     for _ in range(steps):
         loss = (net(x) - y).pow(2).mean()
@@ -105,7 +108,8 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, unit: str) -> dict[str, float]
     rs = [float(np.corrcoef(y_true[:, k], y_pred[:, k])[0, 1]) if y_true[:, k].std() > 0 and y_pred[:, k].std() > 0
           else 0.0 for k in range(y_true.shape[1])]
     total = float(((y_true - y_true.mean(0)) ** 2).sum())
-    r2 = 1.0 - float(((y_true - y_pred) ** 2).sum()) / total if total > 0 else 0.0  # constant quantity: nothing explained
+    # a constant quantity: nothing to explain
+    r2 = 1.0 - float(((y_true - y_pred) ** 2).sum()) / total if total > 0 else 0.0
     if unit == "angle":
         diff = np.arctan2(y_pred[:, 0], y_pred[:, 1]) - np.arctan2(y_true[:, 0], y_true[:, 1])
         err, unit = np.degrees(np.abs((diff + np.pi) % (2 * np.pi) - np.pi)), "deg"
@@ -141,7 +145,7 @@ def check_labelled_file(rf: RolloutFile, meta: Any, data: str) -> None:
     if rf.env_id != meta.env_id:
         raise ValueError(f"--data: {data} holds {rf.env_id!r} episodes, the checkpoint is for {meta.env_id!r}")
     check_pixel_settings(meta.env_id, rf.env_kwargs, meta.env_kwargs, f"--data: {data}")
-    env_class(meta.env_id)  # refuse an env without probe quantities before embedding any frame
+    probe_env_class(meta.env_id)  # refuse an env without probe quantities before embedding any frame
     for col in ("state", "observation"):
         if col not in rf.file:
             raise ValueError(f"--data: {data} has no {col!r} column; probes need the simulator state")
@@ -154,7 +158,8 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
     with RolloutFile(cfg.data) as rf:
         check_labelled_file(rf, meta, cfg.data)
         if rf.num_episodes < 2:
-            raise ValueError(f"--data: {cfg.data} holds {rf.num_episodes} episode; probes need >= 2 to split by episode")
+            raise ValueError(f"--data: {cfg.data} holds {rf.num_episodes} episode; probes need >= 2 to split by "
+                             "episode")
         split = split_episodes(rf.num_episodes, cfg.val_fraction, cfg.seed)
         if len(split.train_episodes) == 0 or len(split.val_episodes) == 0:
             raise ValueError(f"--val-fraction {cfg.val_fraction}: leaves no episode on one side of the split")
@@ -162,7 +167,8 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
         parts = {}
         for side, eps, n in (("fit", split.train_episodes, cfg.frames - n_val), ("score", split.val_episodes, n_val)):
             rows = sample_rows(rf, np.sort(eps), n)
-            parts[side] = (embed_rows(model, rf, rows, device), rf.column("state")[rows], rf.column("observation")[rows])
+            parts[side] = (embed_rows(model, rf, rows, device), rf.column("state")[rows],
+                           rf.column("observation")[rows])
     (x_tr, s_tr, o_tr), (x_te, s_te, o_te) = parts["fit"], parts["score"]
     q_tr, q_te = env_quantities(meta.env_id, s_tr, o_tr), env_quantities(meta.env_id, s_te, o_te)
     results = {}
@@ -177,7 +183,7 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
             "quantities": results}
 
 
-def markdown(report: dict[str, Any]) -> str:
+def probe_markdown(report: dict[str, Any]) -> str:
     lines = [f"Probes of `{report['checkpoint']}` on `{report['data']}`: fit on {report['fit_frames']} frames of "
              f"{report['fit_episodes']} episodes, scored on {report['score_frames']} frames of "
              f"{report['score_episodes']} other episodes; latent effective rank {report['emb_rank']:.1f} "

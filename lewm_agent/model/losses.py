@@ -18,7 +18,7 @@ from ..distributed import active, sum_over_ranks
 def pred_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Next-embedding prediction loss (LeWM eq. 2): mean over batch and time of ||pred - target||^2.
 
-    The squared norm sums over the latent dimension D, as DESIGN.md writes it. (Averaging
+    The squared norm sums over the latent dimension D (eq. 2's ||.||^2). (Averaging
     over D as well would make SIGReg's lambda = 0.09 D times stronger: measured on Two-Room,
     that over-spread latent space left far goals on a flat cost plateau and CEM failed.)
     No stop-gradient: the target embeddings receive gradients too.

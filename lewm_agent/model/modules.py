@@ -50,11 +50,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     """softmax(q k^T / sqrt(d)) v over (N, heads, T, hd); mask: bool (Tq, Tk), True = may attend.
 
     Without dropout and for a few tokens (the predictor's T <= history), the plain formulation
-    is used on every device: PyTorch's fused kernels were measured 1.6x (fp32) to 4x (bf16)
-    slower on this project's CPU on an AVX512 day (within 3% on an AVX2 day), and on an H200 they took 84% of a 50-env bf16 rollout of the
-    paper model (124 of 147 ms; the fused kernels are built for long sequences, here each of
-    15000 x 16 heads holds 3 tokens). Long sequences (the ViT's patches) keep the fused kernel,
-    which never materializes the (Tq, Tk) score matrix.
+    is used on every device: PyTorch's fused kernels are built for long sequences, and a planning
+    rollout holds thousands of (sample, head) rows of 3 tokens each, where they were slower on CPU
+    and took most of a GPU rollout (README, Speed). Long sequences (the ViT's patches) keep the
+    fused kernel, which never materializes the (Tq, Tk) score matrix.
     """
     if dropout > 0 or k.shape[-2] > 16:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)

@@ -21,13 +21,12 @@ import torch
 
 from ..checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from ..config import PlannerConfig
-from .cost_probe import load_cost_probe, save_cost_probe
 from ..device import resolve_device  # noqa: F401  (also re-exported here)
+from ..model.world_model import WorldModel
 from ..precision import PrecisionChoice, check_precision, choose, close
+from .cost_probe import load_cost_probe, save_cost_probe
 from .cuda_graph import GraphedSolver
 from .planner import CEMPlanner
-from ..model.world_model import WorldModel
-
 
 CPU_CHUNK = 2048  # imagined sequences per rollout call on CPU (cache-sized; see LeWMAgent.plan)
 
@@ -145,7 +144,7 @@ class LeWMAgent:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto",
                         planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
-                        compile: str | None = None, **planner_overrides: Any) -> "LeWMAgent":
+                        compile: str | None = None, **planner_overrides: Any) -> LeWMAgent:
         """Load a checkpoint folder or a shipped checkpoint by name ("pusht", "two_room", "cube"), from
         any working directory. Planner settings: the checkpoint's, then `planner`, then overrides."""
         dev = resolve_device(device)
@@ -307,7 +306,7 @@ class LeWMAgent:
         r = self.planner_cfg.receding_horizon
         for indices in by_len.values():
             envs = [self._envs[i] for i in indices]
-            self.precision_choice  # measured (CPU, "auto") before the clock starts: once per process
+            self.precision_choice  # noqa: B018  measured (CPU, "auto") before the clock starts: once per process
             t0 = time.perf_counter()
             plans = self._solve(envs)  # (n, H, A) normalized
             self.solve_seconds.append(time.perf_counter() - t0)
@@ -356,7 +355,7 @@ class LeWMAgent:
         goal: uint8 (n, H, W, 3); context_blocks: (n, Tc-1, A) normalized blocks executed
         between the context frames; init: (n, H, A) warm start.
         """
-        self.precision_choice  # resolved outside any compiled or captured region
+        self.precision_choice  # noqa: B018  resolved outside any compiled or captured region
         ctx, goal_emb, ctx_act = self._embed(context, goal, context_blocks)
         init_t = None if init is None else torch.from_numpy(init).to(self.device)
         plan = self._solve_latent(ctx, goal_emb, ctx_act, init_t)
@@ -367,7 +366,7 @@ class LeWMAgent:
         """CEM on embedded inputs: (n, Tc, D) context, (n, D) goal -> plan (n, H, A)."""
         n = len(ctx)
         # On CPU, envs are imagined in chunks of at most CPU_CHUNK sequences: one huge batch
-        # (e.g. 50 envs x 300 samples) ran 1.5x slower per env than chunks that stay in cache.
+        # (e.g. 50 envs x 300 samples) runs slower per env than chunks that stay in cache (README, Speed).
         step = n if self.device.type != "cpu" else max(1, CPU_CHUNK // self.planner_cfg.num_samples)
 
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:  # (n, S, H, A) -> (n, S)

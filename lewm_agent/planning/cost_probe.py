@@ -57,7 +57,8 @@ def load_cost_probe(checkpoint: str | os.PathLike, strict: bool = True) -> tuple
             info = dict(f.metadata() or {})
             matrix = f.get_tensor("matrix")
     except Exception as e:  # noqa: BLE001  safetensors raises its own error type for a torn or foreign file
-        raise ValueError(f"checkpoint {folder}: {COST_PROBE} is not a readable cost probe ({type(e).__name__}: {e})") from None
+        raise ValueError(f"checkpoint {folder}: {COST_PROBE} is not a readable cost probe "
+                         f"({type(e).__name__}: {e})") from None
     if info.get("weights_sha256") != weights_sha256(folder):
         if not strict:
             warnings.warn(f"checkpoint {folder}: {COST_PROBE} was fitted to other weights; ignored", stacklevel=2)

@@ -9,8 +9,8 @@ replay. Plans equal the eager planner's for the same seed (same noise, same kern
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -7,11 +7,12 @@ beforehand (`draw_noise`) a whole solve is captured as one CUDA graph (`cuda_gra
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from ..config import PlannerConfig
+
 
 def colored_noise(lead: tuple[int, ...], t: int, beta: float, generator: torch.Generator,
                   device: torch.device) -> torch.Tensor:

@@ -19,9 +19,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,16 +30,23 @@ from safetensors import safe_open
 
 from ..checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint, save_tensors_atomic
 from ..config import PRESETS, PlannerConfig, preset
-from ..data.windows import (MemoryWindows, StreamWindows, WindowSpec, action_stats, check_actions, split_episodes,
-                   window_starts)
+from ..data.rollouts import RolloutFile
+from ..data.windows import (
+    MemoryWindows,
+    StreamWindows,
+    WindowSpec,
+    action_stats,
+    check_actions,
+    split_episodes,
+    window_starts,
+)
 from ..distributed import Ranks, barrier, mean_over_ranks, setup, teardown, wrap
-from ..model.losses import embedding_stats, pred_loss, sigreg
 from ..lock import RunLock
+from ..model.losses import embedding_stats, pred_loss, sigreg
+from ..model.world_model import WorldModel
 from ..precision import PrecisionChoice, check_precision, choose, close
 from ..progress import Progress
 from ..runlog import LOG_FILE, log_rows
-from ..data.rollouts import RolloutFile
-from ..model.world_model import WorldModel
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "train_state.safetensors"
@@ -257,7 +265,7 @@ def recalibrate_batchnorm(model: WorldModel, source: MemoryWindows | StreamWindo
 
 
 @torch.no_grad()
-def evaluate(model: WorldModel, source: MemoryWindows | StreamWindows, starts: np.ndarray, cfg: TrainConfig,
+def validate(model: WorldModel, source: MemoryWindows | StreamWindows, starts: np.ndarray, cfg: TrainConfig,
              device: torch.device, bf16: bool = False) -> dict[str, float]:
     """Validation losses (fixed windows, fixed SIGReg directions) and collapse indicators."""
     model.eval()
@@ -450,17 +458,17 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                 bar.set_postfix(pred=f"{row['train/pred_loss']:.4f}", sigreg=f"{row['train/sigreg_loss']:.3f}")
-            validate = (step % cfg.eval_interval == 0 or step == cfg.steps) and len(val_starts) >= 2
-            save = step % cfg.ckpt_interval == 0 or step == cfg.steps
-            if validate or save:  # both see the model as the planner will: eval mode, fresh BN statistics
+            val_due = (step % cfg.eval_interval == 0 or step == cfg.steps) and len(val_starts) >= 2
+            save_due = step % cfg.ckpt_interval == 0 or step == cfg.steps
+            if val_due or save_due:  # both see the model as the planner will: eval mode, fresh BN statistics
                 recalibrate_batchnorm(model, source, cfg, device, bf16)  # every rank: global-batch statistics
-            if validate and log is not None:
-                val = evaluate(model, val_source, val_starts, cfg, device, bf16)
+            if val_due and log is not None:
+                val = validate(model, val_source, val_starts, cfg, device, bf16)
                 log.write(json.dumps({"step": step, **val}) + "\n")
                 log.flush()
-            if save and ranks.main:
+            if save_due and ranks.main:
                 checkpoint(step)
-            if validate or save:
+            if val_due or save_due:
                 barrier(ranks)  # the others wait while rank 0 validates and writes
     finally:
         bar.close()
