@@ -35,8 +35,8 @@ def test_ranks_draw_disjoint_slices_of_the_single_process_batch():
 
 def test_two_ranks_compute_the_gradient_of_one_process_on_the_global_batch(tmp_path):
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
-    subprocess.run([sys.executable, str(HERE / "dist_step.py"), str(one)], env=ENV, check=True, timeout=120)
-    run = torchrun(str(HERE / "dist_step.py"), str(two))
+    subprocess.run([sys.executable, str(HERE / "helpers" / "dist_step.py"), str(one)], env=ENV, check=True, timeout=120)
+    run = torchrun(str(HERE / "helpers" / "dist_step.py"), str(two))
     assert run.returncode == 0, run.stderr[-2000:]
     a, b = torch.load(one), torch.load(two)
     assert float(a["pred_loss"]) == pytest.approx(float(b["pred_loss"]), rel=1e-5)

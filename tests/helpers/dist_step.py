@@ -1,4 +1,4 @@
-"""One training step of a tiny world model, run as `torchrun --nproc_per_node N tests/dist_step.py OUT`
+"""One training step of a tiny world model, run as `torchrun --nproc_per_node N tests/helpers/dist_step.py OUT`
 or as a plain script (one process): saves the loss, the SIGReg statistic and every gradient of the
 step on a fixed global batch of 8 windows, so a test can compare N ranks with one process."""
 import sys
