@@ -36,7 +36,7 @@ TRAIN_HELP = {
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from ..training.train import TrainConfig
+    from ..training.config import TrainConfig
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     p.add_argument("--data", required=True, help="rollout file (.h5) written by `lewm collect`")
     p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a run)")
@@ -63,7 +63,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train(a: argparse.Namespace) -> int:
-    from ..training.train import TrainConfig, train
+    from ..training.config import TrainConfig
+    from ..training.train import train
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kwargs = {k: v for k, v in vars(a).items() if k in fields}
     from ..config import ModelConfig, PlannerConfig
@@ -337,7 +338,8 @@ def _demo(a: argparse.Namespace) -> int:
     from ..checkpoint import read_meta, resolve_checkpoint
     from ..data.collect import CollectConfig, collect, print_summary
     from ..evaluation.evaluate import EvalConfig, eval_markdown, evaluate
-    from ..training.train import TrainConfig, train
+    from ..training.config import TrainConfig
+    from ..training.train import train
     out = Path(a.out)
     expert_kwargs, max_steps = {}, None
     if a.train:

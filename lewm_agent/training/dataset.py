@@ -1,0 +1,98 @@
+"""The trainer's data: the episode split, its windows, the action checks and statistics, and the
+window sources (in memory, or streamed from the file) that batches are drawn from."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig
+from ..data.rollouts import RolloutFile
+from ..data.windows import (
+    MemoryWindows,
+    StreamWindows,
+    WindowSpec,
+    action_stats,
+    check_actions,
+    split_episodes,
+    window_starts,
+)
+from ..distributed import Ranks
+from .config import TrainConfig
+
+Sources = tuple[MemoryWindows | StreamWindows, MemoryWindows | StreamWindows]  # (training, validation)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    spec: WindowSpec
+    train_starts: np.ndarray
+    val_starts: np.ndarray          # a fixed, seeded subset of the validation windows
+    norm_actions: np.ndarray        # every frame's action, normalized with the training statistics
+    mean: np.ndarray
+    std: np.ndarray
+    low: list[float]
+    high: list[float]
+
+
+def load_data(rf: RolloutFile, cfg: TrainConfig, model_cfg: ModelConfig, ranks: Ranks) -> TrainingData:
+    """Split episodes, find their windows, refuse bad action rows, and normalize the actions with
+    the training episodes' statistics."""
+    spec = WindowSpec(model_cfg.history, model_cfg.frameskip, cfg.batch_size, cfg.seed, ranks.rank, ranks.world)
+    split = split_episodes(rf.num_episodes, cfg.val_fraction, cfg.seed)
+    train_starts = window_starts(rf, split.train_episodes, spec.span)
+    val_starts = window_starts(rf, split.val_episodes, spec.span)
+    if len(train_starts) == 0:
+        raise ValueError(f"{cfg.data}: no training window of {spec.span + 1} env steps (history {spec.history} x "
+                         f"frameskip {spec.frameskip}); episodes are {int(rf.episode_lengths.max())} frames at most")
+    val_starts = np.sort(np.random.default_rng(cfg.seed).permutation(val_starts)[:cfg.val_windows])
+    actions = rf.column("action")[:rf.num_frames]
+    low = rf.attr("action_low", [-1.0] * rf.action_dim)
+    high = rf.attr("action_high", [1.0] * rf.action_dim)
+    check_actions(actions, rf.episode_ends, low, high)
+    train_rows = np.concatenate([np.arange(rf.episode_starts[e], rf.episode_ends[e]) for e in split.train_episodes])
+    mean, std = action_stats(actions, train_rows)
+    norm_actions = ((actions - mean) / std).astype(np.float32)
+    return TrainingData(spec, train_starts, val_starts, norm_actions, mean, std, low, high)
+
+
+def data_mode(cfg: TrainConfig, rf: RolloutFile) -> str:
+    """"memory" or "stream": "auto" keeps the pixels in memory if they fit in 4 GiB."""
+    if cfg.data_mode != "auto":
+        return cfg.data_mode
+    return "memory" if rf.column("pixels").nbytes <= 4 * 2**30 else "stream"
+
+
+def memory_sources(rf: RolloutFile, data: TrainingData, device: torch.device) -> Sources:
+    """Windows over the file's pixels read once into memory (onto the GPU where they fit)."""
+    pixels = rf.column("pixels")[:rf.num_frames]
+    keep_on = device if _fits_on(device, pixels.nbytes) else torch.device("cpu")
+    source = MemoryWindows(pixels, data.norm_actions, data.train_starts, data.spec, keep_on)
+    return source, MemoryWindows(source.pixels, data.norm_actions, data.val_starts, data.spec, keep_on)
+
+
+def stream_sources(cfg: TrainConfig, data: TrainingData, step: int) -> Sources:
+    """Windows read from the file as batches are drawn, from `step` on."""
+    return (StreamWindows(cfg.data, data.norm_actions, data.train_starts, data.spec, range(step, cfg.steps)),
+            StreamWindows(cfg.data, data.norm_actions, data.val_starts, data.spec, range(0)))
+
+
+def _fits_on(device: torch.device, nbytes: int) -> bool:
+    """Whether the uint8 pixels may live on a CUDA device: gathering batches there avoids a host copy
+    per step. Up to 40% of its free memory, leaving the rest to the model and activations."""
+    return device.type == "cuda" and nbytes < 0.4 * torch.cuda.mem_get_info(device)[0]
+
+
+def batches(source: MemoryWindows | StreamWindows, start: int, cfg: TrainConfig,
+             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if isinstance(source, MemoryWindows):
+        for step in range(start, cfg.steps):
+            yield source.batch(step)
+        return
+    loader = torch.utils.data.DataLoader(
+        source, batch_size=None, shuffle=False, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+        prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
+    for pixels, actions in loader:
+        yield pixels.to(device, non_blocking=True), actions.to(device, non_blocking=True)
