@@ -32,7 +32,7 @@ import lewm_agent  # noqa: F401  (registers the lewm/* envs)
 from lewm_agent.checkpoint import load_checkpoint
 from lewm_agent.data.rollouts import RolloutFile
 from lewm_agent.device import resolve_device
-from lewm_agent.evaluation.evaluate import held_out_episodes
+from lewm_agent.evaluation.pairs import held_out_episodes
 from lewm_envs.pusht.env import t_corners
 from lewm_envs.pusht.render import (
     AGENT_RADIUS,

@@ -8,8 +8,8 @@ import torch
 
 from lewm_agent.cli import main
 from lewm_agent.evaluation.diagnostics import GapRecorder, gap_stats, open_loop_stats, pair_difficulty
-from lewm_agent.evaluation.evaluate import Pair, run_pairs
 from lewm_agent.evaluation.oracle import _simulate, oracle_success, true_cost
+from lewm_agent.evaluation.pairs import Pair, run_pairs
 from lewm_agent.planning.agent import LeWMAgent
 
 FAST = dict(num_samples=8, num_iterations=2, num_elites=2)

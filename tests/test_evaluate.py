@@ -5,7 +5,8 @@ from lewm_agent.cli import main
 from lewm_agent.config import PlannerConfig
 from lewm_agent.data.collect import CollectConfig, collect
 from lewm_agent.data.rollouts import RolloutFile
-from lewm_agent.evaluation.evaluate import EvalConfig, Pair, eval_markdown, evaluate, sample_pairs, summarize, wilson
+from lewm_agent.evaluation.evaluate import EvalConfig, eval_markdown, evaluate, summarize, wilson
+from lewm_agent.evaluation.pairs import Pair, sample_pairs
 
 
 def test_wilson_interval():

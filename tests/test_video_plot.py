@@ -7,15 +7,10 @@ from conftest import DotEnv
 
 from lewm_agent.cli import main
 from lewm_agent.data.rollouts import RolloutFile
-from lewm_agent.evaluation.evaluate import (
-    EvalConfig,
-    _replay_policy,
-    evaluate,
-    make_eval_env,
-    run_pairs,
-    sample_pairs,
-)
+from lewm_agent.evaluation.evaluate import EvalConfig, evaluate, make_eval_env
+from lewm_agent.evaluation.pairs import run_pairs, sample_pairs
 from lewm_agent.evaluation.plot import load_log
+from lewm_agent.evaluation.rows import replay_policy
 from lewm_agent.evaluation.video import GoalVideo, compose_frame, write_video
 
 # The `video` and `plot` extras (lewm_agent.evaluation.video and .plot import them lazily).
@@ -113,7 +108,7 @@ def test_recording_hook_follows_each_pair_until_its_success(two_room_data):
         pairs, _ = sample_pairs(rf, np.arange(rf.num_episodes), 3, 8, seed=0, solved=lambda p: False)
     envs = [make_eval_env("lewm/TwoRoom-v0", {"image_size": 32}, 20) for _ in pairs]
     record = {0: [], 2: []}
-    success = run_pairs(_replay_policy(pairs, 2), pairs, envs, 20, record)
+    success = run_pairs(replay_policy(pairs, 2), pairs, envs, 20, record)
     assert success.all()  # replaying the recording reaches the goal frame
     for snaps in record.values():
         assert [s.step for s in snaps] == list(range(len(snaps))) and len(snaps) <= 8 + 1

@@ -25,11 +25,12 @@ from lewm_envs import check_pixel_settings
 
 from ..checkpoint import CheckpointMeta, weights_sha256
 from ..data.rollouts import RolloutFile
-from ..data.windows import split_episodes
 from ..planning.agent import LeWMAgent
 from ..progress import Progress
 from .diagnostics import GapRecorder, diagnose, diagnostics_markdown, difficulty_line, pair_difficulty
-from .policy import Policy, PolicyFactory
+from .pairs import Pair, env_pairs, held_out_episodes, run_pairs, sample_pairs
+from .policy import PolicyFactory
+from .rows import LeWMRow, Row, factory_row, random_policy, replay_row
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,6 @@ class EvalConfig:
             raise ValueError("--seeds: give at least one seed")
 
 
-@dataclass(frozen=True)
-class Pair:
-    state: np.ndarray
-    goal_state: np.ndarray
-    actions: np.ndarray | None = None    # recorded actions from start to goal (dataset mode)
-    episode: int = -1
-    start: int = -1
-
-
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a binomial proportion."""
     if n == 0:
@@ -84,104 +76,8 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def held_out_episodes(rf: RolloutFile, meta: CheckpointMeta) -> tuple[np.ndarray, str]:
-    """The checkpoint's validation episodes if `rf` is its training file, else every episode."""
-    t = meta.training
-    seed = t.get("data_recipe", {}).get("seed", rf.attr("seed"))  # older checkpoints did not record it
-    same = (t.get("data_episodes") == rf.num_episodes and t.get("data_frames") == rf.num_frames
-            and seed == rf.attr("seed") and "train_config" in t)
-    if same:
-        tc = t["train_config"]
-        val = split_episodes(rf.num_episodes, tc["val_fraction"], tc["seed"]).val_episodes
-        return val, "validation split of the training file"
-    return np.arange(rf.num_episodes), "every episode (this file was not the training file)"
-
-
 def make_eval_env(env_id: str, env_kwargs: dict[str, Any], budget: int) -> gym.Env:
     return gym.make(env_id, **env_kwargs, max_episode_steps=budget + 1)
-
-
-def sample_pairs(rf: RolloutFile, episodes: np.ndarray, n: int, offset: int, seed: int,
-                 solved: Callable[[Pair], bool]) -> tuple[list[Pair], int]:
-    """`n` seeded (start, start+offset) pairs from `episodes`; starts already solved are skipped."""
-    lengths = rf.episode_lengths[episodes]
-    eligible = episodes[lengths > offset]
-    if len(eligible) == 0:
-        raise ValueError(f"--goal-offset {offset}: no held-out episode is longer than {offset} steps "
-                         f"(longest: {int(lengths.max()) if len(lengths) else 0})")
-    rng = np.random.default_rng([seed, 7919])
-    states, actions = rf.column("state"), rf.column("action")
-    pairs: list[Pair] = []
-    skipped, seen = 0, set()
-    capacity = int((rf.episode_lengths[eligible] - offset).sum())
-    while len(pairs) < n:
-        if len(seen) >= capacity:
-            raise ValueError(f"only {len(pairs)} usable start/goal pairs in {len(eligible)} held-out episodes "
-                             f"({skipped} skipped as already solved); asked for {n}: collect more data or "
-                             "lower --episodes")
-        ep = int(rng.choice(eligible))
-        t = int(rng.integers(0, rf.episode_lengths[ep] - offset))
-        if (ep, t) in seen:
-            continue
-        seen.add((ep, t))
-        row = int(rf.episode_starts[ep]) + t
-        pair = Pair(states[row], states[row + offset], actions[row:row + offset], ep, t)
-        if solved(pair):
-            skipped += 1
-            continue
-        pairs.append(pair)
-    return pairs, skipped
-
-
-def run_pairs(policy: Policy, pairs: list[Pair], envs: list[gym.Env], budget: int,
-              record: dict[int, list] | None = None, progress: Progress | None = None) -> np.ndarray:
-    """Play every pair for `budget` steps in lockstep; returns success flags.
-
-    `record[i]` (for the pair indices given as keys) receives a `video.Snapshot` after the
-    reset and after each of pair i's steps; it ends at its first success. `progress` counts
-    lockstep steps (all `budget` of them, also when every pair succeeds early).
-    """
-    obs = [env.reset(options={"state": p.state, "goal_state": p.goal_state})[0] for env, p in zip(envs, pairs)]
-    success = np.zeros(len(pairs), bool)
-    if record:
-        from .video import Snapshot
-
-        def snap(i: int, t: int) -> None:
-            record[i].append(Snapshot(obs[i]["pixels"].copy(), obs[i]["goal"].copy(), t, bool(success[i])))
-        for i in record:
-            snap(i, 0)
-    for t in range(1, budget + 1):
-        active = ~success
-        batch = {k: np.stack([o[k] for o in obs]) for k in obs[0]}  # every key: baselines may use low-dim ones
-        actions = policy(batch, active)
-        for i in np.flatnonzero(active):
-            obs[i], _, _, _, info = envs[i].step(actions[i])
-            success[i] = bool(info["is_success"])
-            if record and i in record:
-                snap(i, t)
-        if progress is not None:
-            progress.update(budget - t + 1 if success.all() else 1)
-        if success.all():
-            break
-    return success
-
-
-def _replay_policy(pairs: list[Pair], action_dim: int) -> Policy:
-    step = np.zeros(len(pairs), int)
-
-    def policy(obs: dict, active: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(pairs), action_dim), np.float32)  # after the recording: stand still
-        for i, p in enumerate(pairs):
-            if step[i] < len(p.actions):
-                out[i] = p.actions[step[i]]
-            step[i] += 1
-        return out
-    return policy
-
-
-def _random_policy(seed: int, space: gym.spaces.Box) -> Policy:
-    rng = np.random.default_rng([seed, 104729])
-    return lambda obs, active: rng.uniform(space.low, space.high, (len(active), space.shape[0])).astype(np.float32)
 
 
 def _rates(wins: dict[int, int], tries: dict[int, int]) -> dict[str, Any]:
@@ -201,6 +97,16 @@ def summarize(successes: dict[int, np.ndarray], skipped: dict[int, int]) -> dict
     return {**_rates(wins, tries), "skipped": int(sum(skipped.values())), "paper": paper}
 
 
+@dataclass
+class _Played:
+    """What the seeds' games left: success flags and seconds per row, skipped starts, pairs, videos."""
+    results: dict[str, dict[int, np.ndarray]]
+    seconds: dict[str, float]
+    skipped: dict[int, int] = field(default_factory=dict)
+    seed_pairs: list[list[Pair]] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)
+
+
 def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None = None,
              extra: dict[str, PolicyFactory] | None = None) -> dict[str, Any]:
     """Run the protocol; returns the report (rows: lewm, random, replay, then `extra`) as a dict."""
@@ -208,8 +114,51 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
         from .video import require
         require()  # a missing dependency must fail before the evaluation, not after it
     agent = LeWMAgent.from_pretrained(cfg.checkpoint, cfg.device, precision=cfg.precision, **cfg.planner)
-    meta = agent.meta
     rf = RolloutFile(cfg.data) if cfg.data else None
+    env_id, env_kwargs = _env_of(cfg, agent.meta, rf)
+    envs = [make_eval_env(env_id, env_kwargs, cfg.budget) for _ in range(cfg.episodes)]
+    env = envs[0]  # checks starts, draws --env goals and declares pair difficulty; plays pair 0 too
+    held, held_note = held_out_episodes(rf, agent.meta) if rf else (np.zeros(0, int), "env.reset goals")
+
+    def solved(p: Pair) -> bool:
+        return bool(env.reset(options={"state": p.state, "goal_state": p.goal_state})[1]["is_success"])
+
+    def draw(seed: int) -> tuple[list[Pair], int]:
+        return (sample_pairs(rf, held, cfg.episodes, cfg.goal_offset, seed, solved) if rf
+                else env_pairs(env, cfg.episodes, seed))
+
+    gap = GapRecorder(agent) if cfg.diagnose else None
+    bar = Progress(len(cfg.seeds) * cfg.budget, "eval lewm", unit="step", enabled=cfg.progress)
+    lewm = LeWMRow(agent, gap, bar)
+    rows: dict[str, Row] = {"lewm": lewm}
+    if cfg.baselines:
+        rows["random"] = factory_row("random", random_policy, env.action_space)
+        if rf:
+            rows["replay"] = replay_row(env.action_space.shape[0])
+    rows.update({name: factory_row(name, f, env.action_space) for name, f in (extra or {}).items()})
+    played = _play(cfg, env_id, list(rows.values()), envs, draw, on_seed)
+    bar.close()
+    report = _report(cfg, env_id, agent, lewm, held, held_note, played)
+    all_pairs = [p for pairs in played.seed_pairs for p in pairs]
+    report["pair_difficulty"] = pair_difficulty(env, np.stack([p.state for p in all_pairs]),
+                                                np.stack([p.goal_state for p in all_pairs]))
+    if gap is not None:
+        report["diagnostics"] = diagnose(agent, gap, rf, held, envs, played.seed_pairs[0],
+                                         played.results["lewm"][cfg.seeds[0]], budget=cfg.budget,
+                                         seed=cfg.seeds[0], oracle_pairs=cfg.diagnose_pairs,
+                                         windows=cfg.diagnose_windows, oracle_samples=cfg.oracle_samples,
+                                         oracle_iterations=cfg.oracle_iterations)
+    if cfg.video:
+        report["videos"] = played.videos
+    for e in envs:
+        e.close()
+    if rf:
+        rf.close()
+    return report
+
+
+def _env_of(cfg: EvalConfig, meta: CheckpointMeta, rf: RolloutFile | None) -> tuple[str, dict[str, Any]]:
+    """The env id and kwargs the pairs are played in; refuses one the checkpoint was not trained for."""
     env_id = rf.env_id if rf else cfg.env_id
     if env_id not in gym.registry:
         raise ValueError(f"unknown env id {env_id!r}; registered lewm envs: "
@@ -220,93 +169,51 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     env_kwargs.pop("terminate_on_success", None)  # success at any step is tracked here
     if meta.env_id is not None:
         check_pixel_settings(env_id, env_kwargs, meta.env_kwargs, f"--data: {cfg.data}" if rf else "the env")
-    envs = [make_eval_env(env_id, env_kwargs, cfg.budget) for _ in range(cfg.episodes)]
-    env = envs[0]  # checks starts and draws --env goals; plays pair 0 too
-    space = env.action_space
-    held, held_note = held_out_episodes(rf, meta) if rf else (np.zeros(0, int), "env.reset goals")
+    return env_id, env_kwargs
 
-    def solved(p: Pair) -> bool:
-        return bool(env.reset(options={"state": p.state, "goal_state": p.goal_state})[1]["is_success"])
 
-    factories: dict[str, PolicyFactory | None] = {"lewm": None}
-    if cfg.baselines:
-        factories["random"] = _random_policy
-        if rf:
-            factories["replay"] = None
-    factories.update(extra or {})
-    results: dict[str, dict[int, np.ndarray]] = {r: {} for r in factories}
-    seconds = dict.fromkeys(factories, 0.0)
-    skipped: dict[int, int] = {}
-    plan_times: list[float] = []
-    agent_steps = 0
-    videos: list[str] = []
-    seed_pairs: list[list[Pair]] = []
-    gap = GapRecorder(agent) if cfg.diagnose else None
-    bar = Progress(len(cfg.seeds) * cfg.budget, "eval lewm", unit="step", enabled=cfg.progress)
+def _play(cfg: EvalConfig, env_id: str, rows: list[Row], envs: list[gym.Env],
+          draw: Callable[[int], tuple[list[Pair], int]], on_seed: Callable[[str, int, float], None] | None) -> _Played:
+    """Every row plays each seed's pairs, the same pairs for every row."""
+    played = _Played({row.name: {} for row in rows}, {row.name: 0.0 for row in rows})
     for seed in cfg.seeds:
-        if rf:
-            pairs, skipped[seed] = sample_pairs(rf, held, cfg.episodes, cfg.goal_offset, seed, solved)
-        else:
-            pairs, skipped[seed] = _env_pairs(env, cfg.episodes, seed)
-        seed_pairs.append(pairs)
-        for name, factory in factories.items():
+        pairs, played.skipped[seed] = draw(seed)
+        played.seed_pairs.append(pairs)
+        for row in rows:
             record = ({i: [] for i in range(min(cfg.video_episodes, len(pairs)))}
-                      if cfg.video and name == "lewm" else None)
-            if name == "lewm":
-                agent.reset()
-                agent.planner.seed(seed)
-                n_before = len(agent.solve_seconds)
-                policy = counter = _Counter(lambda obs, active: agent.act(obs, active=active))
-                if gap is not None:
-                    policy = gap.watch(counter)
-            elif name == "replay":
-                policy = _replay_policy(pairs, space.shape[0])
-            else:
-                policy = factory(seed, space)
+                      if cfg.video and row.films else None)
+            policy = row.policy_for(seed, pairs)
             t0 = time.perf_counter()
-            results[name][seed] = run_pairs(policy, pairs, envs, cfg.budget, record,
-                                            bar if name == "lewm" else None)
-            seconds[name] += time.perf_counter() - t0
+            success = played.results[row.name][seed] = run_pairs(policy, pairs, envs, cfg.budget, record,
+                                                                 row.progress)
+            played.seconds[row.name] += time.perf_counter() - t0
             if record:
-                videos += _write_videos(cfg, env_id, seed, record, results[name][seed])
-            if name == "lewm":
-                plan_times += list(agent.solve_seconds)[n_before:]
-                agent_steps += counter.steps
+                played.videos += _write_videos(cfg, env_id, seed, record, success)
+            row.played()
             if on_seed:
-                on_seed(name, seed, float(results[name][seed].mean()))
-    bar.close()
-    times = np.asarray(plan_times)
+                on_seed(row.name, seed, float(success.mean()))
+    return played
+
+
+def _report(cfg: EvalConfig, env_id: str, agent: LeWMAgent, lewm: LeWMRow, held: np.ndarray, held_note: str,
+            played: _Played) -> dict[str, Any]:
+    times = np.asarray(lewm.plan_times)
     n_episodes = cfg.episodes * len(cfg.seeds)
-    rows = {r: {**summarize(results[r], skipped), "seconds_per_episode": seconds[r] / n_episodes}
-            for r in factories}
-    report = {"env_id": env_id, "checkpoint": str(cfg.checkpoint), "weights_sha256": weights_sha256(cfg.checkpoint),
-              "data": cfg.data, "held_out": held_note,
-              "held_out_episodes": int(len(held)), "episodes_per_seed": cfg.episodes, "seeds": list(cfg.seeds),
-              "goal_offset": cfg.goal_offset, "budget": cfg.budget, "device": str(agent.device),
-              "precision": agent.precision_choice.precision, "precision_reason": agent.precision_choice.reason,
-              "planner": agent.planner_cfg.to_dict(),
-              "cost_probe": None if agent.cost_probe is None or not agent.planner_cfg.probe_weight
-              else agent.cost_probe[1],
-              "rows": rows,
-              "planning": {"solves": int(len(times)), "envs_per_solve": cfg.episodes,
-                           "median_s_per_solve": float(np.median(times)) if len(times) else None,
-                           "p95_s_per_solve": float(np.percentile(times, 95)) if len(times) else None,
-                           "s_per_env_step": float(times.sum() / max(agent_steps, 1))}}
-    all_pairs = [p for pairs in seed_pairs for p in pairs]
-    report["pair_difficulty"] = pair_difficulty(env, np.stack([p.state for p in all_pairs]),
-                                                np.stack([p.goal_state for p in all_pairs]))
-    if gap is not None:
-        report["diagnostics"] = diagnose(agent, gap, rf, held, envs, seed_pairs[0], results["lewm"][cfg.seeds[0]],
-                                         budget=cfg.budget, seed=cfg.seeds[0], oracle_pairs=cfg.diagnose_pairs,
-                                         windows=cfg.diagnose_windows, oracle_samples=cfg.oracle_samples,
-                                         oracle_iterations=cfg.oracle_iterations)
-    if cfg.video:
-        report["videos"] = videos
-    for env in envs:
-        env.close()
-    if rf:
-        rf.close()
-    return report
+    rows = {r: {**summarize(played.results[r], played.skipped), "seconds_per_episode": played.seconds[r] / n_episodes}
+            for r in played.results}
+    return {"env_id": env_id, "checkpoint": str(cfg.checkpoint), "weights_sha256": weights_sha256(cfg.checkpoint),
+            "data": cfg.data, "held_out": held_note,
+            "held_out_episodes": int(len(held)), "episodes_per_seed": cfg.episodes, "seeds": list(cfg.seeds),
+            "goal_offset": cfg.goal_offset, "budget": cfg.budget, "device": str(agent.device),
+            "precision": agent.precision_choice.precision, "precision_reason": agent.precision_choice.reason,
+            "planner": agent.planner_cfg.to_dict(),
+            "cost_probe": None if agent.cost_probe is None or not agent.planner_cfg.probe_weight
+            else agent.cost_probe[1],
+            "rows": rows,
+            "planning": {"solves": int(len(times)), "envs_per_solve": cfg.episodes,
+                         "median_s_per_solve": float(np.median(times)) if len(times) else None,
+                         "p95_s_per_solve": float(np.percentile(times, 95)) if len(times) else None,
+                         "s_per_env_step": float(times.sum() / max(lewm.steps, 1))}}
 
 
 def _write_videos(cfg: EvalConfig, env_id: str, seed: int, record: dict[int, list],
@@ -323,31 +230,6 @@ def _write_videos(cfg: EvalConfig, env_id: str, seed: int, record: dict[int, lis
                              total_steps=cfg.budget)
         paths.append(str(path))
     return paths
-
-
-class _Counter:
-    """Wraps a policy and counts the env steps it acts for (for planning time per env step)."""
-
-    def __init__(self, policy: Policy):
-        self.policy, self.steps = policy, 0
-
-    def __call__(self, obs: dict, active: np.ndarray) -> np.ndarray:
-        self.steps += int(active.sum())
-        return self.policy(obs, active)
-
-
-def _env_pairs(env: gym.Env, n: int, seed: int) -> tuple[list[Pair], int]:
-    """Start/goal pairs from the env's own seeded reset (no dataset)."""
-    pairs, skipped, k = [], 0, 0
-    while len(pairs) < n:
-        _, info = env.reset(seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]))
-        k += 1
-        u = env.unwrapped
-        if info["is_success"]:
-            skipped += 1
-            continue
-        pairs.append(Pair(u.get_state(), u.goal_state))
-    return pairs, skipped
 
 
 def planner_line(report: dict[str, Any]) -> str:
