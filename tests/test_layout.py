@@ -21,8 +21,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("lewm_envs.base",),
     ("lewm_envs.pusht", "lewm_envs.two_room", "lewm_envs.cube"),
     ("lewm_envs",),  # the face: registration and the helpers above
-    ("lewm_agent.version", "lewm_agent.config", "lewm_agent.device", "lewm_agent.precision", "lewm_agent.progress",
-     "lewm_agent.lock", "lewm_agent.runlog", "lewm_agent.distributed"),
+    ("lewm_agent.version", "lewm_agent.flags", "lewm_agent.config", "lewm_agent.device", "lewm_agent.precision",
+     "lewm_agent.progress", "lewm_agent.lock", "lewm_agent.runlog", "lewm_agent.distributed"),
     ("lewm_agent.data", "lewm_agent.model"),
     ("lewm_agent.checkpoint",),
     ("lewm_agent.planning",),

@@ -14,62 +14,31 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import PRESETS
-
-CHECKPOINT_HELP = "checkpoint folder, or a shipped name: pusht, two_room, cube"
+from ..flags import add_options, config_kwargs
 
 # ------------------------------------------------------------------- train
-TRAIN_HELP = {
-    "steps": "optimizer steps in all",
-    "batch_size": "training windows per step; under torchrun the global batch, split evenly over the processes",
-    "warmup_steps": "linear learning-rate warm-up, then cosine decay to 0",
-    "val_windows": "fixed validation windows", "eval_interval": "steps between validations",
-    "ckpt_interval": "steps between checkpoints (what an interruption can lose)",
-    "log_interval": "steps between log.jsonl rows", "seed": "data split, batches, SIGReg directions",
-    "workers": "DataLoader processes in stream mode", "num_projections": "SIGReg random directions per step",
-    "knots": "SIGReg integration points on [0, 3]",
-    "bn_batches": "training batches that re-estimate BatchNorm statistics before validating and saving (0: off)",
-    "lr": "peak AdamW learning rate", "weight_decay": "AdamW weight decay", "grad_clip": "gradient-norm clip",
-    "val_fraction": "share of episodes held out for validation",
-    "dist_timeout": "torchrun: seconds a process waits for the others before the job fails",
-}
+TRAIN_OPTIONS = ("data", "out", "preset", "steps", "batch_size", "warmup_steps", "val_windows", "eval_interval",
+                 "ckpt_interval", "log_interval", "seed", "workers", "num_projections", "knots", "bn_batches", "lr",
+                 "weight_decay", "grad_clip", "val_fraction", "dist_timeout", "sigreg_weight", "device", "data_mode",
+                 "weights_dtype", "precision")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     from ..training.config import TrainConfig
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    p.add_argument("--data", required=True, help="rollout file (.h5) written by `lewm collect`")
-    p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a run)")
-    p.add_argument("--preset", default=defaults["preset"], choices=sorted(PRESETS))
-    for name in ("steps", "batch_size", "warmup_steps", "val_windows", "eval_interval", "ckpt_interval",
-                 "log_interval", "seed", "workers", "num_projections", "knots", "bn_batches"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name], help=TRAIN_HELP[name])
-    for name in ("lr", "weight_decay", "grad_clip", "val_fraction", "dist_timeout"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=defaults[name], help=TRAIN_HELP[name])
-    p.add_argument("--sigreg-weight", type=float, default=None,
-                   help="lambda, against the prediction loss summed over the latent dimensions (default: "
-                        "0.09 x latent_dim for --preset paper, the reference's 0.09 per dimension; else 0.09)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--data-mode", default="auto", choices=["auto", "memory", "stream"])
-    p.add_argument("--weights-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="autocast: auto = bf16 on CUDA GPUs that have it; on a CPU bf16 only where a short "
-                        "measurement at start finds it clearly faster (the log says which); fp32/bf16 force it")
+    add_options(p, TrainConfig, TRAIN_OPTIONS)
     p.add_argument("--model", default="{}", metavar="JSON",
                    help='ModelConfig overrides, e.g. \'{"image_size": 96}\'')
     p.add_argument("--planner", default="{}", metavar="JSON",
                    help='planning defaults stored in the checkpoint, e.g. \'{"noise_beta": 2}\'')
-    p.add_argument("--no-progress", action="store_true")
+    add_options(p, TrainConfig, ["progress"])
 
 
 def _train(a: argparse.Namespace) -> int:
+    from ..config import ModelConfig, PlannerConfig
     from ..training.config import TrainConfig
     from ..training.train import train
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    kwargs = {k: v for k, v in vars(a).items() if k in fields}
-    from ..config import ModelConfig, PlannerConfig
     overrides = _fields_arg("--model", a.model, ModelConfig)
-    cfg = TrainConfig(**kwargs, progress=not a.no_progress)
+    cfg = TrainConfig(**config_kwargs(TrainConfig, a, (*TRAIN_OPTIONS, "progress")))
     out = train(cfg, overrides, command=a.command_line,
                 planner=_fields_arg("--planner", a.planner, PlannerConfig))
     print(f"checkpoint: {out}")
@@ -98,19 +67,12 @@ def _json_arg(flag: str, text: str) -> dict:
 
 # ----------------------------------------------------------------- collect
 def _collect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", dest="env_id", required=True, help="lewm/PushT-v0 | lewm/TwoRoom-v0 | lewm/Cube-v0")
-    p.add_argument("--episodes", type=int, required=True)
-    p.add_argument("--out", required=True, help="new .h5 rollout file")
-    p.add_argument("--workers", type=int, default=1, help="simulation processes")
-    p.add_argument("--seed", type=int, default=0)
+    from ..data.collect import CollectConfig
+    add_options(p, CollectConfig, ("env_id", "episodes", "out", "workers", "seed"))
     p.add_argument("--image-size", type=int, default=None, help="env image_size (default: the env's)")
     p.add_argument("--env-kwargs", default="{}", metavar="JSON", help="extra env kwargs (e.g. render settings)")
     p.add_argument("--expert-kwargs", default="{}", metavar="JSON", help='e.g. \'{"noise": 0.3}\'')
-    p.add_argument("--max-steps", type=int, default=None, help="episode length (default: the env's limit)")
-    p.add_argument("--compression", default="gzip", choices=["gzip", "lzf", "none"],
-                   help="pixel compression (default gzip: smallest; none: fastest to write and read)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    add_options(p, CollectConfig, ("max_steps", "compression", "overwrite", "progress"))
 
 
 def _collect(a: argparse.Namespace) -> int:
@@ -118,10 +80,9 @@ def _collect(a: argparse.Namespace) -> int:
     env_kwargs = _json_arg("--env-kwargs", a.env_kwargs)
     if a.image_size is not None:
         env_kwargs["image_size"] = a.image_size
-    cfg = CollectConfig(env_id=a.env_id, episodes=a.episodes, out=a.out, workers=a.workers, seed=a.seed,
-                        env_kwargs=env_kwargs, expert_kwargs=_json_arg("--expert-kwargs", a.expert_kwargs),
-                        max_steps=a.max_steps, overwrite=a.overwrite, progress=not a.no_progress,
-                        command=a.command_line, compression=a.compression)
+    names = ("env_id", "episodes", "out", "workers", "seed", "max_steps", "overwrite", "progress", "compression")
+    cfg = CollectConfig(**config_kwargs(CollectConfig, a, names), env_kwargs=env_kwargs,
+                        expert_kwargs=_json_arg("--expert-kwargs", a.expert_kwargs), command=a.command_line)
     summary = collect(cfg)
     print_summary(summary, a.out)
     if summary["stopped"]:
@@ -135,19 +96,17 @@ def _collect(a: argparse.Namespace) -> int:
 PLANNER_INT_FLAGS = ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon")
 
 
+EVAL_OPTIONS = ("episodes", "seeds", "goal_offset", "budget", "device", "precision")
+EVAL_LATER = ("video", "video_episodes", "diagnose", "diagnose_pairs", "diagnose_windows", "oracle_samples",
+              "oracle_iterations")
+EVAL_FIELDS = ("checkpoint", "data", "env_id", *EVAL_OPTIONS, "baselines", "progress", *EVAL_LATER)
+
+
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="rollout file: start/goal pairs from its held-out episodes")
-    src.add_argument("--env", dest="env_id", help="no dataset: start and goal from the env's reset")
-    p.add_argument("--episodes", type=int, default=50, help="pairs per seed")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--goal-offset", type=int, default=25, help="env steps from start to goal frame")
-    p.add_argument("--budget", type=int, default=50, help="env steps allowed")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="autocast of the imagined rollouts: auto = bf16 on CUDA GPUs that have it; on a CPU "
-                        "measured at the first plan (bf16 only where clearly faster, same costs)")
+    from ..evaluation.evaluate import EvalConfig
+    add_options(p, EvalConfig, ["checkpoint"])
+    add_options(p.add_mutually_exclusive_group(required=True), EvalConfig, ["data", "env_id"])
+    add_options(p, EvalConfig, EVAL_OPTIONS)
     for name in PLANNER_INT_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="planner (default: checkpoint's)")
     p.add_argument("--planner", default="{}", metavar="JSON",
@@ -159,22 +118,14 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-start", type=int, choices=[0, 1], default=None, help="planner: reuse the previous plan")
     p.add_argument("--cost", choices=["final", "min"], default=None,
                    help="planner: goal distance of the final predicted frame (paper) or the min over the horizon")
-    p.add_argument("--no-baselines", action="store_true", help="skip the random and replay rows")
+    add_options(p, EvalConfig, ["baselines"])
     p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
     p.add_argument("--card", action="store_true",
                    help="write eval.json into the checkpoint folder and the table into its model card")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    add_options(p, EvalConfig, ["progress"])
     p.add_argument("--card-name", default="eval", metavar="NAME",
                    help="with --card: NAME.json and card section NAME, e.g. a second test file (default: eval)")
-    p.add_argument("--video", default=None, metavar="DIR", help="MP4s of the agent's first pairs of each seed")
-    p.add_argument("--video-episodes", type=int, default=2, metavar="K", help="pairs filmed per seed")
-    p.add_argument("--diagnose", action="store_true",
-                   help="also report where planning fails: exploitation gap, open-loop error, simulator oracles (slow)")
-    p.add_argument("--diagnose-pairs", type=int, default=10, metavar="K",
-                   help="oracle planners run on the first K pairs of the first seed")
-    p.add_argument("--diagnose-windows", type=int, default=256, help="held-out windows for the open-loop error")
-    p.add_argument("--oracle-samples", type=int, default=64, help="oracle CEM samples per iteration")
-    p.add_argument("--oracle-iterations", type=int, default=3, help="oracle CEM iterations per block")
+    add_options(p, EvalConfig, EVAL_LATER)
 
 
 def _check_headline_recipe(checkpoint: str, data: str) -> None:
@@ -203,18 +154,12 @@ def _eval(a: argparse.Namespace) -> int:
         _check_headline_recipe(a.checkpoint, a.data)
     from ..config import PlannerConfig
     from ..evaluation.evaluate import EvalConfig, eval_markdown, evaluate
-    names = (*PLANNER_INT_FLAGS, "std", "noise_beta", "cost")
+    planner_flags = (*PLANNER_INT_FLAGS, "std", "noise_beta", "cost")
     planner = {**_fields_arg("--planner", a.planner, PlannerConfig),  # the flags below override it
-               **{k: getattr(a, k) for k in names if getattr(a, k) is not None}}
+               **{k: getattr(a, k) for k in planner_flags if getattr(a, k) is not None}}
     if a.warm_start is not None:
         planner["warm_start"] = bool(a.warm_start)
-    cfg = EvalConfig(checkpoint=a.checkpoint, data=a.data, env_id=a.env_id, episodes=a.episodes,
-                     seeds=tuple(a.seeds), goal_offset=a.goal_offset, budget=a.budget, device=a.device,
-                     precision=a.precision, planner=planner, baselines=not a.no_baselines,
-                     video=a.video, video_episodes=a.video_episodes, diagnose=a.diagnose,
-                     diagnose_pairs=a.diagnose_pairs, diagnose_windows=a.diagnose_windows,
-                     oracle_samples=a.oracle_samples, oracle_iterations=a.oracle_iterations,
-                     progress=not a.no_progress)
+    cfg = EvalConfig(**config_kwargs(EvalConfig, a, EVAL_FIELDS), planner=planner)
     report = evaluate(cfg, on_seed=lambda row, seed, rate: print(f"seed {seed}: {row} {100 * rate:.0f}%",
                                                                   file=sys.stderr))
     table = eval_markdown(report)
@@ -258,17 +203,12 @@ def _plot(a: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------- probe
+PROBE_OPTIONS = ("checkpoint", "data", "frames", "val_fraction", "seed", "mlp_steps", "device")
+
+
 def _probe_args(p: argparse.ArgumentParser) -> None:
     from ..evaluation.probe import ProbeConfig
-    defaults = {f.name: f.default for f in dataclasses.fields(ProbeConfig)}
-    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    p.add_argument("--data", required=True, help="rollout file of the checkpoint's env (with its state column)")
-    p.add_argument("--frames", type=int, default=defaults["frames"], help="frames sampled (default %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],
-                   help="share of episodes the probes are scored on (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="episode split seed")
-    p.add_argument("--mlp-steps", type=int, default=defaults["mlp_steps"], help="MLP probe steps (default %(default)s)")
-    p.add_argument("--device", default="auto")
+    add_options(p, ProbeConfig, PROBE_OPTIONS)
     p.add_argument("--out", default=None, help="folder for probe.json and probe.md")
     p.add_argument("--card", action="store_true", help="write probe.json and the table into the checkpoint's card")
     p.add_argument("--cost-probe", metavar="QUANTITY", default=None,
@@ -301,8 +241,7 @@ def _probe(a: argparse.Namespace) -> int:
     if a.cost_probe is not None:
         return _cost_probe(a)
     from ..evaluation.probe import ProbeConfig, probe, probe_markdown
-    report = probe(ProbeConfig(checkpoint=a.checkpoint, data=a.data, frames=a.frames, val_fraction=a.val_fraction,
-                               seed=a.seed, mlp_steps=a.mlp_steps, device=a.device))
+    report = probe(ProbeConfig(**config_kwargs(ProbeConfig, a, PROBE_OPTIONS)))
     table = probe_markdown(report)
     print(table)
     for folder in ([Path(a.out)] if a.out else []) + ([Path(a.checkpoint)] if a.card else []):

@@ -33,6 +33,7 @@ import numpy as np
 import lewm_envs
 from lewm_envs.experts import EXPERTS, expert_class
 
+from ..flags import option
 from ..progress import Progress
 from .rollouts import RolloutWriter
 
@@ -41,20 +42,21 @@ COMPRESSION = {"gzip": ("gzip", 4), "lzf": ("lzf", None), "none": (None, None)} 
 
 @dataclass(frozen=True)
 class CollectConfig:
-    env_id: str
-    episodes: int
-    out: str
-    workers: int = 1
-    seed: int = 0
+    env_id: str = option(help="lewm/PushT-v0 | lewm/TwoRoom-v0 | lewm/Cube-v0", flag="--env")
+    episodes: int = option()
+    out: str = option(help="new .h5 rollout file")
+    workers: int = option(1, "simulation processes")
+    seed: int = option(0)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     expert_kwargs: dict[str, Any] = field(default_factory=dict)
-    max_steps: int | None = None          # None: the env's registered max_episode_steps
-    overwrite: bool = False
-    progress: bool = True
+    max_steps: int | None = option(None, "episode length (default: the env's limit)")  # None: its max_episode_steps
+    overwrite: bool = option(False)
+    progress: bool = option(True, flag="--no-progress")
     command: str = ""                     # recorded in the file: the data recipe travels with the data
     # Pixel compression. gzip files are far smaller but cost CPU time per frame to write and read
     # (README, Speed), which bounds collection and loading; "none" for fast local disks.
-    compression: str = "gzip"
+    compression: str = option("gzip", "pixel compression (default gzip: smallest; none: fastest to write and read)",
+                              choices=["gzip", "lzf", "none"])
 
     def __post_init__(self) -> None:
         if self.env_id not in EXPERTS:

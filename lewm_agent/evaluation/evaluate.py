@@ -25,7 +25,9 @@ from lewm_envs import check_pixel_settings
 
 from ..checkpoint import CheckpointMeta, weights_sha256
 from ..data.rollouts import RolloutFile
+from ..flags import CHECKPOINT_HELP, option
 from ..planning.agent import LeWMAgent
+from ..precision import PRECISIONS
 from ..progress import Progress
 from .diagnostics import GapRecorder, diagnose, diagnostics_markdown, difficulty_line, pair_difficulty
 from .pairs import Pair, env_pairs, held_out_episodes, run_pairs, sample_pairs
@@ -35,25 +37,29 @@ from .rows import LeWMRow, Row, factory_row, random_policy, replay_row
 
 @dataclass(frozen=True)
 class EvalConfig:
-    checkpoint: str
-    data: str | None = None              # rollout file with held-out episodes ...
-    env_id: str | None = None            # ... or goals from the env's own reset
-    episodes: int = 50
-    seeds: tuple[int, ...] = (0, 1, 2)
-    goal_offset: int = 25
-    budget: int = 50
-    device: str = "auto"
-    precision: str = "auto"
+    checkpoint: str = option(help=CHECKPOINT_HELP)
+    data: str | None = option(None, "rollout file: start/goal pairs from its held-out episodes")
+    env_id: str | None = option(None, "no dataset: start and goal from the env's reset", flag="--env")
+    episodes: int = option(50, "pairs per seed")
+    seeds: tuple[int, ...] = option((0, 1, 2), nargs="+")
+    goal_offset: int = option(25, "env steps from start to goal frame")
+    budget: int = option(50, "env steps allowed")
+    device: str = option("auto")
+    precision: str = option("auto", "autocast of the imagined rollouts: auto = bf16 on CUDA GPUs that have it; on a "
+                                    "CPU measured at the first plan (bf16 only where clearly faster, same costs)",
+                            choices=list(PRECISIONS))
     planner: dict[str, Any] = field(default_factory=dict)   # PlannerConfig overrides
-    baselines: bool = True               # random and replay rows
-    video: str | None = None             # folder for MP4s of the agent's first pairs of each seed
-    video_episodes: int = 2              # pairs filmed per seed
-    diagnose: bool = False               # report where planning fails (diagnostics.py); slow
-    diagnose_pairs: int = 10             # oracle planners run on this many first pairs of the first seed
-    diagnose_windows: int = 256          # held-out windows for the open-loop prediction error
-    oracle_samples: int = 64             # the oracle CEM's samples and iterations per block
-    oracle_iterations: int = 3
-    progress: bool = True                # progress of the agent's steps, with ETA (plain lines off a terminal)
+    baselines: bool = option(True, "skip the random and replay rows", flag="--no-baselines")
+    video: str | None = option(None, "MP4s of the agent's first pairs of each seed", metavar="DIR")
+    video_episodes: int = option(2, "pairs filmed per seed", metavar="K")
+    diagnose: bool = option(False, "also report where planning fails: exploitation gap, open-loop error, simulator "
+                                   "oracles (slow)")
+    diagnose_pairs: int = option(10, "oracle planners run on the first K pairs of the first seed", metavar="K")
+    diagnose_windows: int = option(256, "held-out windows for the open-loop error")
+    oracle_samples: int = option(64, "oracle CEM samples per iteration")
+    oracle_iterations: int = option(3, "oracle CEM iterations per block")
+    # progress of the agent's steps, with ETA (plain lines off a terminal)
+    progress: bool = option(True, "no progress bar or progress lines", flag="--no-progress")
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.env_id is None):

@@ -23,20 +23,21 @@ from ..checkpoint import load_checkpoint
 from ..data.rollouts import RolloutFile
 from ..data.windows import split_episodes
 from ..device import resolve_device
+from ..flags import CHECKPOINT_HELP, option
 from ..model.losses import embedding_stats
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    checkpoint: str
-    data: str
-    frames: int = 20_000             # frames sampled evenly over the file's episodes
-    val_fraction: float = 0.2        # share of episodes the probes are scored on
-    seed: int = 0
+    checkpoint: str = option(help=CHECKPOINT_HELP)
+    data: str = option(help="rollout file of the checkpoint's env (with its state column)")
+    frames: int = option(20_000, "frames sampled (default %(default)s)")  # evenly over the file's episodes
+    val_fraction: float = option(0.2, "share of episodes the probes are scored on (default %(default)s)")
+    seed: int = option(0, "episode split seed")
     ridge: float = 1e-2              # ridge penalty on standardized embeddings, per frame
     mlp_hidden: int = 256
-    mlp_steps: int = 1500
-    device: str = "auto"
+    mlp_steps: int = option(1500, "MLP probe steps (default %(default)s)")
+    device: str = option("auto")
 
     def __post_init__(self) -> None:
         if self.frames < 10:

@@ -5,7 +5,8 @@ import math
 from dataclasses import dataclass
 
 from ..config import PRESETS
-from ..precision import check_precision
+from ..flags import option
+from ..precision import PRECISIONS, check_precision
 
 # Fields that may change when a run is resumed; any other change is refused.
 RESUMABLE = {"steps", "eval_interval", "ckpt_interval", "log_interval", "workers", "device", "data_mode",
@@ -14,32 +15,38 @@ RESUMABLE = {"steps", "eval_interval", "ckpt_interval", "log_interval", "workers
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str
-    out: str
-    preset: str = "small"
-    steps: int = 10_000
-    batch_size: int = 128
-    lr: float = 5e-5
-    weight_decay: float = 1e-3
-    warmup_steps: int = 500
-    grad_clip: float = 1.0
-    sigreg_weight: float | None = None   # lambda; None: `default_sigreg_weight` of the preset
-    num_projections: int = 1024
-    knots: int = 17
-    val_fraction: float = 0.1
-    val_windows: int = 512
-    eval_interval: int = 500
-    ckpt_interval: int = 500
-    log_interval: int = 50
-    seed: int = 0
-    device: str = "auto"
-    data_mode: str = "auto"              # "memory", "stream", or "auto" (memory if pixels fit in 4 GiB)
-    workers: int = 4                     # DataLoader workers in stream mode
-    bn_batches: int = 20                 # training batches that re-estimate BatchNorm statistics (0: off)
-    weights_dtype: str = "float32"       # storage of the exported model.safetensors
-    precision: str = "auto"              # autocast: "auto" (bf16 where measured faster), "fp32" or "bf16"
-    progress: bool = True
-    dist_timeout: float = 600.0          # torchrun: seconds a rank waits for the others before failing
+    data: str = option(help="rollout file (.h5) written by `lewm collect`")
+    out: str = option(help="checkpoint folder (resumed if it holds a run)")
+    preset: str = option("small", choices=sorted(PRESETS))
+    steps: int = option(10_000, "optimizer steps in all")
+    batch_size: int = option(128, "training windows per step; under torchrun the global batch, split evenly over the "
+                                  "processes")
+    lr: float = option(5e-5, "peak AdamW learning rate")
+    weight_decay: float = option(1e-3, "AdamW weight decay")
+    warmup_steps: int = option(500, "linear learning-rate warm-up, then cosine decay to 0")
+    grad_clip: float = option(1.0, "gradient-norm clip")
+    sigreg_weight: float | None = option(  # None: `default_sigreg_weight` of the preset
+        None, "lambda, against the prediction loss summed over the latent dimensions (default: 0.09 x latent_dim "
+              "for --preset paper, the reference's 0.09 per dimension; else 0.09)")
+    num_projections: int = option(1024, "SIGReg random directions per step")
+    knots: int = option(17, "SIGReg integration points on [0, 3]")
+    val_fraction: float = option(0.1, "share of episodes held out for validation")
+    val_windows: int = option(512, "fixed validation windows")
+    eval_interval: int = option(500, "steps between validations")
+    ckpt_interval: int = option(500, "steps between checkpoints (what an interruption can lose)")
+    log_interval: int = option(50, "steps between log.jsonl rows")
+    seed: int = option(0, "data split, batches, SIGReg directions")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
+    data_mode: str = option("auto", choices=["auto", "memory", "stream"])  # auto: memory if pixels fit in 4 GiB
+    workers: int = option(4, "DataLoader processes in stream mode")
+    bn_batches: int = option(20, "training batches that re-estimate BatchNorm statistics before validating and "
+                                 "saving (0: off)")
+    weights_dtype: str = option("float32", choices=["float32", "float16", "bfloat16"])  # of model.safetensors
+    precision: str = option("auto", "autocast: auto = bf16 on CUDA GPUs that have it; on a CPU bf16 only where a "
+                                    "short measurement at start finds it clearly faster (the log says which); "
+                                    "fp32/bf16 force it", choices=list(PRECISIONS))
+    progress: bool = option(True, flag="--no-progress")
+    dist_timeout: float = option(600.0, "torchrun: seconds a process waits for the others before the job fails")
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
