@@ -49,6 +49,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigreg-weight", type=float, default=None,
                    help="lambda, against the prediction loss summed over the latent dimensions (default: "
                         "0.09 x latent_dim for --preset paper, the reference's 0.09 per dimension; else 0.09)")
+    p.add_argument("--sequence-frames", type=int, default=None,
+                   help="frames per training window (default: history + 1 for the window predictor, history + 5 "
+                        "for the banded one, '{\"predictor_attention\": \"banded\"}' in --model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--data-mode", default="auto", choices=["auto", "memory", "stream"])
     p.add_argument("--weights-dtype", default="float32", choices=["float32", "float16", "bfloat16"])

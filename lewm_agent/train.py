@@ -28,7 +28,7 @@ import torch
 from safetensors import safe_open
 
 from .checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint, save_tensors_atomic
-from .config import PRESETS, PlannerConfig, preset
+from .config import PRESETS, ModelConfig, PlannerConfig, preset
 from .data import (MemoryWindows, StreamWindows, WindowSpec, action_stats, check_actions, split_episodes,
                    window_starts)
 from .distributed import Ranks, barrier, mean_over_ranks, setup, teardown, wrap
@@ -73,6 +73,7 @@ class TrainConfig:
     bn_batches: int = 20                 # training batches that re-estimate BatchNorm statistics (0: off)
     weights_dtype: str = "float32"       # storage of the exported model.safetensors
     precision: str = "auto"              # autocast: "auto" (bf16 where measured faster), "fp32" or "bf16"
+    sequence_frames: int | None = None   # frames per training window; None: see `sequence_frames`
     progress: bool = True
     dist_timeout: float = 600.0          # torchrun: seconds a rank waits for the others before failing
 
@@ -87,12 +88,25 @@ class TrainConfig:
         check_precision("precision", self.precision)
         if self.sigreg_weight is not None and not 0 <= self.sigreg_weight < math.inf:
             raise ValueError(f"sigreg_weight: expected a finite number >= 0, got {self.sigreg_weight}")
+        if self.sequence_frames is not None and self.sequence_frames < 2:
+            raise ValueError(f"sequence_frames: expected an int >= 2 (a frame and its successor), "
+                             f"got {self.sequence_frames}")
         if self.bn_batches < 0:
             raise ValueError(f"bn_batches: must be >= 0, got {self.bn_batches}")
         if self.batch_size < 2:
             raise ValueError("batch_size: SIGReg needs at least 2 samples per batch")
         if not 0 < self.dist_timeout < math.inf:
             raise ValueError(f"dist_timeout: expected a positive number of seconds, got {self.dist_timeout}")
+
+
+def sequence_frames(cfg: TrainConfig, model_cfg: ModelConfig) -> int:
+    """Frames per training window. The window predictor sees `history` frames, so history + 1
+    (each window's last prediction is the one a planner makes). The banded predictor sees further
+    back with depth and rolls out past the context, so by default it trains on the planner's
+    span: history context frames plus the default horizon of 5 predictions."""
+    if cfg.sequence_frames is not None:
+        return cfg.sequence_frames
+    return model_cfg.history + (1 if model_cfg.predictor_attention == "window" else PlannerConfig().horizon)
 
 
 def default_sigreg_weight(preset_name: str, latent_dim: int) -> float:
@@ -351,7 +365,8 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
     model_cfg = preset(cfg.preset, action_dim=rf.action_dim, **(model_overrides or {}))
     if cfg.sigreg_weight is None:  # resolved here so that the checkpoint records the lambda used
         cfg = replace(cfg, sigreg_weight=default_sigreg_weight(cfg.preset, model_cfg.latent_dim))
-    spec = WindowSpec(model_cfg.history, model_cfg.frameskip, cfg.batch_size, cfg.seed, ranks.rank, ranks.world)
+    spec = WindowSpec(sequence_frames(cfg, model_cfg) - 1, model_cfg.frameskip, cfg.batch_size, cfg.seed,
+                      ranks.rank, ranks.world)
     split = split_episodes(rf.num_episodes, cfg.val_fraction, cfg.seed)
     train_starts = window_starts(rf, split.train_episodes, spec.span)
     val_starts = window_starts(rf, split.val_episodes, spec.span)
