@@ -126,11 +126,11 @@ def _collect(a: argparse.Namespace) -> int:
                         command=a.command_line, compression=a.compression)
     summary = collect(cfg)
     print_summary(summary, a.out)
-    if summary["stopped"]:
+    if summary["stopped"] and summary["written"]:
         print(f"lewm collect: stopped after {summary['episodes']} complete episodes ({summary['stopped']}); "
               f"{a.out} holds them and is readable", file=sys.stderr)
         return 1
-    return 130 if summary["interrupted"] else 0
+    return 1 if summary["stopped"] else 130 if summary["interrupted"] else 0
 
 
 # -------------------------------------------------------------------- eval
