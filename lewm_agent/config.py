@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ENCODERS = ("vit", "cnn")
+PREDICTOR_ATTENTION = ("window", "banded")
 
 
 def _check_types(cfg: Any) -> None:
@@ -64,11 +65,21 @@ class ModelConfig:
     predictor_head_dim: int = 64
     predictor_mlp: int = 2048
     dropout: float = 0.1
+    # "window": each prediction re-runs the window of its last `history` frames (learned absolute
+    # positions; what every checkpoint before this option records). "banded": each frame attends to
+    # its last `history` frames with rotary (relative) positions, so a rollout caches keys/values.
+    predictor_attention: str = "window"
 
     def __post_init__(self) -> None:
         _check_types(self)
         if self.encoder not in ENCODERS:
             raise ValueError(f"ModelConfig.encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.predictor_attention not in PREDICTOR_ATTENTION:
+            raise ValueError(f"ModelConfig.predictor_attention: expected one of {PREDICTOR_ATTENTION}, "
+                             f"got {self.predictor_attention!r}")
+        if self.predictor_attention == "banded" and self.predictor_head_dim % 2:
+            raise ValueError(f"ModelConfig.predictor_head_dim: rotary positions need an even size, "
+                             f"got {self.predictor_head_dim}")
         if self.encoder == "vit" and self.image_size % self.patch_size:
             raise ValueError(
                 f"ModelConfig.image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")

@@ -1,6 +1,7 @@
-"""One trainer per output folder: a lock file naming its holder, recovered when the holder is dead.
+"""One writer per output: a lock file naming its holder, recovered when the holder is dead.
 
-Two trainers on the same `--out` would both run and interleave their logs and checkpoints. The
+Two trainers on the same `--out` would both run and interleave their logs and checkpoints; two
+collectors on one rollout file (with --overwrite) would truncate each other's episodes. The
 lock is a file created exclusively (O_EXCL) holding the holder's pid, host and start time; a
 lock whose process no longer exists on this host (killed with SIGKILL, say) is stale and taken
 over.
@@ -27,11 +28,21 @@ def _alive(pid: int) -> bool:
 
 
 class RunLock:
-    """`with RunLock(folder):` holds `folder/train.lock`; raises FileExistsError naming a live holder."""
+    """`with RunLock(folder):` holds `folder/train.lock` (or `folder/name`); raises FileExistsError
+    naming a live holder, described as `role` ("another trainer holds it")."""
 
-    def __init__(self, folder: str | os.PathLike):
-        self.path = Path(folder) / LOCK_FILE
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_FILE, role: str = "trainer"):
+        self.path = Path(folder) / name
+        self.target, self.role = Path(folder), role  # what the lock protects, for its message
         self.held = False
+
+    @classmethod
+    def beside(cls, file: str | os.PathLike, role: str) -> RunLock:
+        """The lock of one output file: `<file>.lock` in the same folder."""
+        file = Path(file)
+        lock = cls(file.parent, file.name + ".lock", role)
+        lock.target = file
+        return lock
 
     def _holder(self) -> dict | None:
         try:
@@ -49,7 +60,7 @@ class RunLock:
                 holder = self._holder()
                 if holder is not None and (holder.get("host") != me["host"] or _alive(holder["pid"])):
                     raise FileExistsError(
-                        f"{self.path.parent}: another trainer holds it (pid {holder['pid']} on {holder.get('host')}, "
+                        f"{self.target}: another {self.role} holds it (pid {holder['pid']} on {holder.get('host')}, "
                         f"since {holder.get('started')}); wait for it, pass another --out, or delete {self.path} "
                         f"if that process is gone") from None
                 self.path.unlink(missing_ok=True)  # stale: its holder is dead

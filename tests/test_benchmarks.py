@@ -91,3 +91,12 @@ def test_reference_missing_names_the_package(monkeypatch):
     for name in ("stable_worldmodel", "transformers", "einops", "loguru"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     assert reference.missing() == "the reference needs 'loguru': pip install -e .[bench]"
+
+
+def test_predictor_cost_counts_fewer_flops_for_the_banded_predictor(tmp_path):
+    info, stdout = run("predictor_cost.py", "--preset", "tiny", "--samples", "16", "--repeats", "1",
+                       "--threads", "1", tmp_path=tmp_path)
+    # history 3, horizon 5: the window predictor runs up to 3 tokens per step through every layer,
+    # the banded one a single token, so it must count clearly fewer FLOPs at the same sizes
+    assert info["gflop"]["banded"] < 0.8 * info["gflop"]["window"]
+    assert set(info["ms_per_iteration"]) == {"window", "banded"} and "fewer FLOPs" in stdout

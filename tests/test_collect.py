@@ -149,3 +149,54 @@ def test_the_next_episode_is_reserved_on_disk_and_a_full_disk_stops_cleanly(tmp_
     assert summary["episodes"] == 2 and summary["stopped"].startswith("disk full: could not reserve")
     with RolloutFile(out) as rf:
         assert rf.num_episodes == 2 and rf.episode_ends[-1] == rf.num_frames
+
+
+def _stop_before_the_first_episode(monkeypatch, how):
+    import lewm_agent.data.collect as collect_mod
+    if how == "interrupted":
+        def episodes(cfg):
+            raise KeyboardInterrupt
+            yield  # a generator, as the real one
+        monkeypatch.setattr(collect_mod, "_episodes", episodes)
+    else:
+        monkeypatch.setattr(collect_mod, "room_left", lambda path, size: (0, "disk full"))
+
+
+@pytest.mark.parametrize("how,code", [("interrupted", 130), ("disk full", 1)])
+def test_a_stop_before_any_episode_says_nothing_was_written_and_leaves_no_file(tmp_path, monkeypatch, capsys,
+                                                                                  how, code):
+    _stop_before_the_first_episode(monkeypatch, how)
+    out = tmp_path / "new" / "d.h5"
+    args = ["collect", "--env", "lewm/TwoRoom-v0", "--episodes", "3", "--out", str(out), "--no-progress"]
+    assert main(args) == code
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no "wrote ..." line
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lewm collect: nothing written: stopped before the first episode")
+    assert f"({how}" in err[0] and f"no file at {out}" in err[0]
+    assert not out.parent.exists()  # not even an empty folder or a lock
+
+
+def test_overwrite_that_writes_nothing_leaves_the_old_file_and_says_so(tmp_path, monkeypatch, capsys):
+    old, _ = run(tmp_path, episodes=2, env_kwargs={"image_size": 32})
+    before = old.read_bytes()
+    _stop_before_the_first_episode(monkeypatch, "disk full")
+    assert main(["collect", "--env", "lewm/TwoRoom-v0", "--episodes", "3", "--out", str(old), "--overwrite",
+                 "--no-progress"]) == 1
+    assert f"{old} from before is unchanged" in capsys.readouterr().err
+    assert old.read_bytes() == before and not (tmp_path / "d.h5.lock").exists()
+
+
+def test_a_second_collector_on_the_same_file_is_refused_naming_the_holder(tmp_path, capsys):
+    import json as _json
+    out = tmp_path / "d.h5"
+    (tmp_path / "d.h5.lock").write_text(_json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                                                     "started": "now"}))
+    args = ["collect", "--env", "lewm/TwoRoom-v0", "--episodes", "1", "--out", str(out), "--overwrite",
+            "--no-progress"]
+    assert main(args) == 2
+    assert f"{out}: another collector holds it (pid {os.getpid()}" in capsys.readouterr().err
+    assert not out.exists()
+    (tmp_path / "d.h5.lock").write_text(_json.dumps({"pid": 2 ** 22 + 7, "host": os.uname().nodename,
+                                                     "started": "then"}))  # a dead holder's lock
+    assert main(args) == 0 and out.exists() and not (tmp_path / "d.h5.lock").exists()

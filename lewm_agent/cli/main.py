@@ -20,7 +20,7 @@ from ..flags import add_options, config_kwargs
 TRAIN_OPTIONS = ("data", "out", "preset", "steps", "batch_size", "warmup_steps", "val_windows", "eval_interval",
                  "ckpt_interval", "log_interval", "seed", "workers", "num_projections", "knots", "bn_batches", "lr",
                  "weight_decay", "grad_clip", "val_fraction", "dist_timeout", "sigreg_weight", "device", "data_mode",
-                 "weights_dtype", "precision")
+                 "weights_dtype", "precision", "sequence_frames")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -85,11 +85,11 @@ def _collect(a: argparse.Namespace) -> int:
                         expert_kwargs=_json_arg("--expert-kwargs", a.expert_kwargs), command=a.command_line)
     summary = collect(cfg)
     print_summary(summary, a.out)
-    if summary["stopped"]:
+    if summary["stopped"] and summary["written"]:
         print(f"lewm collect: stopped after {summary['episodes']} complete episodes ({summary['stopped']}); "
               f"{a.out} holds them and is readable", file=sys.stderr)
         return 1
-    return 130 if summary["interrupted"] else 0
+    return 1 if summary["stopped"] else 130 if summary["interrupted"] else 0
 
 
 # -------------------------------------------------------------------- eval

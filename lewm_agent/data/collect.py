@@ -34,6 +34,7 @@ import lewm_envs
 from lewm_envs.experts import EXPERTS, expert_class
 
 from ..flags import option
+from ..lock import RunLock
 from ..progress import Progress
 from .rollouts import RolloutWriter
 
@@ -207,7 +208,24 @@ def reserve(path: str, nbytes: int) -> bool:
 
 
 def collect(cfg: CollectConfig) -> dict[str, Any]:
-    """Write `cfg.episodes` episodes to `cfg.out`; returns the summary (also stored as attributes)."""
+    """Write `cfg.episodes` episodes to `cfg.out`; returns the summary (also stored as attributes).
+
+    One collector per output file (a lock beside it). A run that stops before its first episode
+    completes writes nothing: no file, or an existing one (--overwrite) left as it was; the
+    summary's `written` says which."""
+    out = Path(cfg.out)
+    made = not out.parent.exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with RunLock.beside(out, "collector"):
+            summary = _collect(cfg)
+    finally:
+        if made and not any(out.parent.iterdir()):
+            out.parent.rmdir()  # nothing written: leave no empty folder behind
+    return summary
+
+
+def _collect(cfg: CollectConfig) -> dict[str, Any]:
     attrs = _file_attrs(cfg)
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -252,7 +270,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
         summary = {"episodes": len(infos), "frames": frames, "env_steps": steps, "wall_seconds": round(wall, 2),
                    "env_steps_per_s": round(steps / wall, 1) if wall > 0 else 0.0,
                    "env_steps_per_s_per_worker": round(steps / busy, 1) if busy > 0 else 0.0,
-                   "workers": cfg.workers, "interrupted": interrupted, "stopped": stopped}
+                   "workers": cfg.workers, "interrupted": interrupted, "stopped": stopped, "written": bool(infos)}
         for key in sorted({k for info in infos for k in info}):
             summary[f"mean_{key}"] = round(float(np.mean([info[key] for info in infos if key in info])), 4)
         writer.close({"summary": summary})
@@ -260,4 +278,11 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, Any], out: str) -> None:
-    print(f"wrote {out}: " + ", ".join(f"{k}={v}" for k, v in summary.items()), file=sys.stdout)
+    """The summary line of a run that wrote episodes, else one line saying that nothing was."""
+    if summary["written"]:
+        print(f"wrote {out}: " + ", ".join(f"{k}={v}" for k, v in summary.items()), file=sys.stdout)
+        return
+    why = summary["stopped"] or "interrupted"
+    left = f"{out} from before is unchanged" if os.path.exists(out) else f"no file at {out}"
+    print(f"lewm collect: nothing written: stopped before the first episode completed ({why}); {left}",
+          file=sys.stderr)

@@ -65,6 +65,23 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     return scores.softmax(-1).to(v.dtype) @ v
 
 
+def rotary(positions: torch.Tensor, head_dim: int, base: float = 10_000.0) -> KV:
+    """Rotary position tables (RoFormer, Su et al. 2021) for integer `positions` (T,): (cos, sin), each
+    (T, head_dim). A query-key product then depends on the positions' difference only, so keys
+    rotated once at their own position stay valid in a cache however the sequence grows."""
+    freqs = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float()[:, None] * freqs                     # (T, hd/2)
+    angles = torch.cat([angles, angles], -1)                          # (T, hd): the halves rotate as pairs
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (..., T, hd) rotated by the tables of its T positions."""
+    half = x.shape[-1] // 2
+    turned = torch.cat([-x[..., half:], x[..., :half]], -1)
+    return x * cos.to(x.dtype) + turned * sin.to(x.dtype)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, head_dim: int, dropout: float = 0.0):
         super().__init__()
@@ -73,22 +90,27 @@ class Attention(nn.Module):
         self.out = nn.Linear(heads * head_dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, causal: bool, prefix: KV | None = None,
-                last_only: bool = False) -> tuple[torch.Tensor, KV]:
+    def forward(self, x: torch.Tensor, causal: bool, prefix: KV | None = None, last_only: bool = False,
+                rope: KV | None = None, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, KV]:
         """x: (N, T, dim) -> (y, (k, v) of x's tokens).
 
         prefix: keys/values (N, heads, P, hd) of P earlier tokens that every query sees
         (a common context computed once); last_only: only the last token's output is
         computed, the others contribute keys and values (all a planner needs in the
-        predictor's final layer).
+        predictor's final layer). rope: rotary (cos, sin) of x's positions, (T, hd), applied
+        to its queries and keys (the keys returned are rotated: what a cache keeps); mask:
+        an explicit bool (T, P+T) mask, True = may attend, in place of `causal`.
         """
         n, t, _ = x.shape
         q, k, v = self.qkv(x).view(n, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x (N, heads, T, hd)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
         kv = (k, v)
-        mask = None
         if prefix is not None:
             k, v = torch.cat([prefix[0], k], 2), torch.cat([prefix[1], v], 2)  # (N, heads, P+T, hd)
-        if last_only:
+        if mask is not None:
+            causal = False
+        elif last_only:
             q, t = q[:, :, -1:], 1  # the last token sees every key: no mask
             causal = False
         elif prefix is not None and causal:
@@ -138,15 +160,17 @@ class AdaLNZeroBlock(nn.Module):
         return self.modulation(F.silu(cond))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None, prefix: KV | None = None,
-                last_only: bool = False, mod: torch.Tensor | None = None) -> tuple[torch.Tensor, KV]:
+                last_only: bool = False, mod: torch.Tensor | None = None, rope: KV | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, KV]:
         """Returns the block's output ((N, 1, dim) if `last_only`) and its tokens' keys/values.
 
         mod: `modulate(cond)` computed beforehand (a planner reuses each action's across the steps
-        whose window holds it); then `cond` is not used.
+        whose window holds it); then `cond` is not used. rope, mask: see `Attention.forward`.
         """
         mod = self.modulate(cond) if mod is None else mod
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
-        y, kv = self.attn(self.norm1(x) * (1 + scale1) + shift1, causal=True, prefix=prefix, last_only=last_only)
+        y, kv = self.attn(self.norm1(x) * (1 + scale1) + shift1, causal=True, prefix=prefix, last_only=last_only,
+                          rope=rope, mask=mask)
         if last_only:
             x, gate1, shift2, scale2, gate2 = (z[:, -1:] for z in (x, gate1, shift2, scale2, gate2))
         x = x + gate1 * y

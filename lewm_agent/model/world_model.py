@@ -7,7 +7,9 @@ from it (flattened, normalized), shape A = frameskip * action_dim.
 The predictor sees at most `history` frames: the prediction for frame t+1 depends on
 frames t-history+1..t and their actions only (a sliding window, as in training on
 sub-trajectories of history+1 frames). `predict`, `rollout` and `surprise` all follow
-that rule, so `rollout` equals step-by-step `predict` exactly.
+that rule, so `rollout` equals step-by-step `predict` exactly. That is the "window" predictor
+(learned absolute positions over the window); the "banded" one (banded.py) attends over a
+band of `history` frames with rotary positions and keeps a key/value cache in `rollout`.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from . import banded
 from .encoders import build_encoder, preprocess
 from .modules import AdaLNZeroBlock, Projector
 
@@ -38,7 +41,8 @@ class WorldModel(nn.Module):
         self.projector = Projector(cfg.encoder_width, cfg.projector_hidden, d)
         self.action_encoder = nn.Sequential(
             nn.Linear(cfg.action_block_dim, cfg.action_hidden), nn.SiLU(), nn.Linear(cfg.action_hidden, d))
-        self.pos_embed = nn.Parameter(torch.randn(1, cfg.history, d) * 0.02)  # learned, over the window
+        if cfg.predictor_attention == "window":  # learned, over the window; "banded" is rotary (no parameter)
+            self.pos_embed = nn.Parameter(torch.randn(1, cfg.history, d) * 0.02)
         self.blocks = nn.ModuleList(
             AdaLNZeroBlock(d, cfg.predictor_heads, cfg.predictor_head_dim, cfg.predictor_mlp, cfg.dropout)
             for _ in range(cfg.predictor_depth))
@@ -113,6 +117,8 @@ class WorldModel(nn.Module):
         Output t predicts the embedding of frame t+1 from frames max(0, t-history+1)..t.
         """
         self._check_pair(emb, actions)
+        if self.cfg.predictor_attention == "banded":
+            return self.pred_projector(banded.trunk(self, emb, actions))
         b, t, d = emb.shape
         h = self.cfg.history
         first = self.pred_projector(self._trunk(emb[:, :h], actions[:, :h]))  # (B, min(T,h), D)
@@ -142,6 +148,9 @@ class WorldModel(nn.Module):
             _check(context_actions is not None and context_actions.shape == (b, tc - 1, a),
                    f"context_actions: expected (B, Tc-1, A) = {(b, tc - 1, a)}, got "
                    f"{None if context_actions is None else tuple(context_actions.shape)}")
+        if self.cfg.predictor_attention == "banded":
+            past = context_actions if tc > 1 else actions.new_zeros(b, 0, a)
+            return banded.rollout(self, context_emb, past, actions.reshape(b * s, horizon, a), s).view(b, s, horizon, d)
         h = self.cfg.history
         keep = min(tc, h)  # older context can never enter a window
         ctx_e = context_emb[:, -keep:]                                                   # (B, keep, D)
@@ -185,11 +194,13 @@ class WorldModel(nn.Module):
     def extra_repr(self) -> str:
         c = self.cfg
         return (f"encoder={c.encoder}, image_size={c.image_size}, latent_dim={c.latent_dim}, history={c.history}, "
-                f"frameskip={c.frameskip}, action_dim={c.action_dim}, predictor_depth={c.predictor_depth}")
+                f"frameskip={c.frameskip}, action_dim={c.action_dim}, predictor_depth={c.predictor_depth}, "
+                f"predictor_attention={c.predictor_attention}")
 
     def num_parameters(self) -> dict[str, int]:
         def count(*mods: nn.Module) -> int:
             return sum(p.numel() for m in mods for p in m.parameters())
-        predictor = count(self.action_encoder, self.blocks, self.norm) + self.pos_embed.numel()
+        positions = self.pos_embed.numel() if self.cfg.predictor_attention == "window" else 0
+        predictor = count(self.action_encoder, self.blocks, self.norm) + positions
         return {"encoder": count(self.encoder), "projectors": count(self.projector, self.pred_projector),
                 "predictor": predictor, "total": count(self)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..config import PRESETS
+from ..config import PRESETS, ModelConfig, PlannerConfig
 from ..flags import option
 from ..precision import PRECISIONS, check_precision
 
@@ -45,6 +45,9 @@ class TrainConfig:
     precision: str = option("auto", "autocast: auto = bf16 on CUDA GPUs that have it; on a CPU bf16 only where a "
                                     "short measurement at start finds it clearly faster (the log says which); "
                                     "fp32/bf16 force it", choices=list(PRECISIONS))
+    sequence_frames: int | None = option(  # None: see `sequence_frames`
+        None, "frames per training window (default: history + 1 for the window predictor, history + 5 for the "
+              "banded one, '{\"predictor_attention\": \"banded\"}' in --model)")
     progress: bool = option(True, flag="--no-progress")
     dist_timeout: float = option(600.0, "torchrun: seconds a process waits for the others before the job fails")
 
@@ -59,12 +62,25 @@ class TrainConfig:
         check_precision("precision", self.precision)
         if self.sigreg_weight is not None and not 0 <= self.sigreg_weight < math.inf:
             raise ValueError(f"sigreg_weight: expected a finite number >= 0, got {self.sigreg_weight}")
+        if self.sequence_frames is not None and self.sequence_frames < 2:
+            raise ValueError(f"sequence_frames: expected an int >= 2 (a frame and its successor), "
+                             f"got {self.sequence_frames}")
         if self.bn_batches < 0:
             raise ValueError(f"bn_batches: must be >= 0, got {self.bn_batches}")
         if self.batch_size < 2:
             raise ValueError("batch_size: SIGReg needs at least 2 samples per batch")
         if not 0 < self.dist_timeout < math.inf:
             raise ValueError(f"dist_timeout: expected a positive number of seconds, got {self.dist_timeout}")
+
+
+def sequence_frames(cfg: TrainConfig, model_cfg: ModelConfig) -> int:
+    """Frames per training window. The window predictor sees `history` frames, so history + 1
+    (each window's last prediction is the one a planner makes). The banded predictor sees further
+    back with depth and rolls out past the context, so by default it trains on the planner's
+    span: history context frames plus the default horizon of 5 predictions."""
+    if cfg.sequence_frames is not None:
+        return cfg.sequence_frames
+    return model_cfg.history + (1 if model_cfg.predictor_attention == "window" else PlannerConfig().horizon)
 
 
 def default_sigreg_weight(preset_name: str, latent_dim: int) -> float:

@@ -20,7 +20,7 @@ from ..data.windows import (
     window_starts,
 )
 from ..distributed import Ranks
-from .config import TrainConfig
+from .config import TrainConfig, sequence_frames
 
 Sources = tuple[MemoryWindows | StreamWindows, MemoryWindows | StreamWindows]  # (training, validation)
 
@@ -40,7 +40,8 @@ class TrainingData:
 def load_data(rf: RolloutFile, cfg: TrainConfig, model_cfg: ModelConfig, ranks: Ranks) -> TrainingData:
     """Split episodes, find their windows, refuse bad action rows, and normalize the actions with
     the training episodes' statistics."""
-    spec = WindowSpec(model_cfg.history, model_cfg.frameskip, cfg.batch_size, cfg.seed, ranks.rank, ranks.world)
+    spec = WindowSpec(sequence_frames(cfg, model_cfg) - 1, model_cfg.frameskip, cfg.batch_size, cfg.seed,
+                      ranks.rank, ranks.world)
     split = split_episodes(rf.num_episodes, cfg.val_fraction, cfg.seed)
     train_starts = window_starts(rf, split.train_episodes, spec.span)
     val_starts = window_starts(rf, split.val_episodes, spec.span)
