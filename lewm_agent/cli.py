@@ -1,4 +1,4 @@
-"""`lewm` command line: collect | train | eval | plot | demo.
+"""`lewm` command line: collect | train | eval | import | probe | plot | demo.
 
 Each subcommand parses its flags into its entry point's typed config; bad input ends
 with one line naming the problem and exit status 2, never a traceback.
@@ -380,11 +380,48 @@ def _demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _numbers(flag: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated numbers (one per action dimension), got {text!r}") from None
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reference", required=True,
+                   help="reference LeWM checkpoint: its *_object.ckpt, its weights.pt (config.json beside it), or their folder")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (must not hold one)")
+    for name, what in (("mean", "mean of the training data's actions"), ("std", "std of the training data's actions"),
+                       ("low", "action-space lower bound (or --env)"), ("high", "action-space upper bound (or --env)")):
+        p.add_argument(f"--action-{name}", default=None, help=f"per dimension, comma-separated: {what}")
+    p.add_argument("--env", default=None, help="env id recorded in the checkpoint; bounds from its action space")
+    p.add_argument("--encoder-heads", type=int, default=None, help="ViT heads, where the checkpoint does not say")
+    p.add_argument("--predictor-heads", type=int, default=None, help="predictor heads, where the checkpoint does not say")
+
+
+def _import(a: argparse.Namespace) -> int:
+    """A reference (stable-worldmodel) LeWM checkpoint as this package's checkpoint folder."""
+    from .checkpoint import CONFIG, save_checkpoint
+    from .reference_import import load_reference
+    if (Path(a.out) / CONFIG).exists():
+        raise FileExistsError(f"--out: {a.out} already holds a checkpoint")
+    model, meta = load_reference(a.reference, _numbers("--action-mean", a.action_mean),
+                                 _numbers("--action-std", a.action_std), _numbers("--action-low", a.action_low),
+                                 _numbers("--action-high", a.action_high), a.env, a.encoder_heads, a.predictor_heads)
+    meta = dataclasses.replace(meta, training={**meta.training, "command": a.command_line})
+    save_checkpoint(a.out, model, meta)
+    print(f"imported {a.reference} -> {a.out} ({model.num_parameters()['total']:,} parameters)", file=sys.stderr)
+    return 0
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _collect),
     "demo": ("plan with a shipped model (Push-T by default; or --train one) and film it", _demo_args, _demo),
     "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _eval),
+    "import": ("a reference (stable-worldmodel) LeWM checkpoint as this package's folder", _import_args, _import),
     "probe": ("linear and MLP probes: how much physical state the latent holds", _probe_args, _probe),
     "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _plot),
     "train": ("fit a world model from a rollout file", _train_args, _train),
