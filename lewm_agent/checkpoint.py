@@ -152,6 +152,35 @@ def shipped_checkpoints() -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if (p / CONFIG).is_file()}
 
 
+def is_shipped(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is one of the checkpoints installed with the package."""
+    here = Path(folder).resolve()
+    return any(here == p.resolve() for p in shipped_checkpoints().values())
+
+
+def check_card_write(folder: str | os.PathLike, section: str, force: bool, pairs: int | None = None,
+                     seeds: int | None = None) -> None:
+    """Refuse a --card write that would quietly replace a measured card: into a shipped checkpoint
+    (a test or a quick look would overwrite its published numbers), or with fewer pairs or seeds
+    than the section's JSON holds. `force` (--force) allows both."""
+    if force:
+        return
+    if is_shipped(folder):
+        raise ValueError(f"--card: {folder} is a shipped checkpoint, installed with the package; its card "
+                         "changes only with --force (or evaluate a copy)")
+    old = Path(folder) / f"{section}.json"
+    if pairs is None or not old.is_file():
+        return
+    try:
+        had = json.loads(old.read_text())
+        had_pairs, had_seeds = int(had["episodes_per_seed"]), len(had["seeds"])
+    except (ValueError, KeyError, TypeError):
+        return  # not an evaluation report of ours: nothing to compare with
+    if pairs < had_pairs or (seeds or 0) < had_seeds:
+        raise ValueError(f"--card: {old} holds {had_pairs} pairs x {had_seeds} seeds; this run has {pairs} x "
+                         f"{seeds}, fewer, so it would replace a larger measurement; pass --force to do so")
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint folder from a path, or from a shipped name ("pusht", "two_room", "cube").
 

@@ -14,6 +14,7 @@ from typing import Any
 
 ENCODERS = ("vit", "cnn")
 PREDICTOR_ATTENTION = ("window", "banded")
+LAYER_NORMS = ("lewm", "reference")
 
 
 def _check_types(cfg: Any) -> None:
@@ -69,6 +70,11 @@ class ModelConfig:
     # positions; what every checkpoint before this option records). "banded": each frame attends to
     # its last `history` frames with rotary (relative) positions, so a rollout caches keys/values.
     predictor_attention: str = "window"
+    # "lewm": LayerNorms with PyTorch's eps (1e-5), as every checkpoint before this option. "reference":
+    # the public reference's (stable-worldmodel) computation, so its weights import 1:1: ViT norms at
+    # transformers' eps 1e-12, AdaLN norms at 1e-6, and an affine LayerNorm at the input of each
+    # predictor attention and MLP (after the modulation). See interop/reference_checkpoint.py.
+    layer_norms: str = "lewm"
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -77,6 +83,8 @@ class ModelConfig:
         if self.predictor_attention not in PREDICTOR_ATTENTION:
             raise ValueError(f"ModelConfig.predictor_attention: expected one of {PREDICTOR_ATTENTION}, "
                              f"got {self.predictor_attention!r}")
+        if self.layer_norms not in LAYER_NORMS:
+            raise ValueError(f"ModelConfig.layer_norms: expected one of {LAYER_NORMS}, got {self.layer_norms!r}")
         if self.predictor_attention == "banded" and self.predictor_head_dim % 2:
             raise ValueError(f"ModelConfig.predictor_head_dim: rotary positions need an even size, "
                              f"got {self.predictor_head_dim}")

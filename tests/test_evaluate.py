@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,28 @@ def test_the_headline_card_section_refuses_a_file_of_another_recipe(two_room_dat
     assert len(err) == 1 and "--data: its expert_kwargs" in err[0] and '"noise": 0.2' in err[0]
     assert (folder / "README.md").read_text() == before and not (folder / "eval.json").exists()
     assert main([*args, "--card-name", "eval_other"]) == 0  # under its own name it is a row like any other
+
+
+def test_card_writes_refuse_a_shipped_checkpoint_and_a_smaller_run_unless_forced(two_room_data, two_room_ck,
+                                                                                 tmp_path, capsys):
+    import shutil
+
+    from lewm_agent.checkpoint import shipped_checkpoints
+    shipped = shipped_checkpoints()["two_room"]
+    before = (shipped / "README.md").read_text()
+    base = ["eval", "--data", str(two_room_data), "--seeds", "0", "--num-samples", "8", "--num-iterations", "1",
+            "--num-elites", "2", "--budget", "3", "--goal-offset", "5", "--card", "--card-name", "eval_other"]
+    assert main([*base, "--checkpoint", "two_room", "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a shipped checkpoint" in err[0] and "--force" in err[0]
+    assert (shipped / "README.md").read_text() == before and not (shipped / "eval_other.json").exists()
+    folder = tmp_path / "mine"
+    shutil.copytree(two_room_ck, folder)
+    args = [*base, "--checkpoint", str(folder)]
+    assert main([*args, "--episodes", "2"]) == 0
+    card = (folder / "README.md").read_text()
+    assert main([*args, "--episodes", "1"]) == 2  # 1 pair x 1 seed would replace 2 x 1
+    assert "holds 2 pairs x 1 seeds; this run has 1 x 1" in capsys.readouterr().err
+    assert (folder / "README.md").read_text() == card
+    assert main([*args, "--episodes", "1", "--force"]) == 0
+    assert json.loads((folder / "eval_other.json").read_text())["episodes_per_seed"] == 1

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
      "lewm_agent.progress", "lewm_agent.lock", "lewm_agent.runlog", "lewm_agent.distributed"),
     ("lewm_agent.data", "lewm_agent.model"),
     ("lewm_agent.checkpoint",),
+    ("lewm_agent.interop",),
     ("lewm_agent.planning",),
     ("lewm_agent.training", "lewm_agent.evaluation"),
     ("lewm_agent.cli",),

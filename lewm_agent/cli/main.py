@@ -1,4 +1,4 @@
-"""`lewm` command line: collect | train | eval | plot | demo.
+"""`lewm` command line: collect | train | eval | import | probe | plot | demo.
 
 Each subcommand parses its flags into its entry point's typed config; bad input ends
 with one line naming the problem and exit status 2, never a traceback.
@@ -125,6 +125,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     add_options(p, EvalConfig, ["progress"])
     p.add_argument("--card-name", default="eval", metavar="NAME",
                    help="with --card: NAME.json and card section NAME, e.g. a second test file (default: eval)")
+    p.add_argument("--force", action="store_true",
+                   help="with --card: write into a shipped checkpoint, or over a section measured on more pairs")
     add_options(p, EvalConfig, EVAL_LATER)
 
 
@@ -148,8 +150,10 @@ def _check_headline_recipe(checkpoint: str, data: str) -> None:
 
 
 def _eval(a: argparse.Namespace) -> int:
-    from ..checkpoint import resolve_checkpoint, write_card_section
+    from ..checkpoint import check_card_write, resolve_checkpoint, write_card_section
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
+    if a.card:
+        check_card_write(a.checkpoint, a.card_name, a.force, a.episodes, len(a.seeds))
     if a.card and a.card_name == "eval" and a.data:
         _check_headline_recipe(a.checkpoint, a.data)
     from ..config import PlannerConfig
@@ -211,6 +215,7 @@ def _probe_args(p: argparse.ArgumentParser) -> None:
     add_options(p, ProbeConfig, PROBE_OPTIONS)
     p.add_argument("--out", default=None, help="folder for probe.json and probe.md")
     p.add_argument("--card", action="store_true", help="write probe.json and the table into the checkpoint's card")
+    p.add_argument("--force", action="store_true", help="with --card: write into a shipped checkpoint")
     p.add_argument("--cost-probe", metavar="QUANTITY", default=None,
                    help="instead: fit a linear probe of QUANTITY (e.g. cube_xyz) on --data (the training file) and "
                         "save it into the checkpoint for the planner's probe_weight cost")
@@ -236,8 +241,10 @@ def _cost_probe(a: argparse.Namespace) -> int:
 
 
 def _probe(a: argparse.Namespace) -> int:
-    from ..checkpoint import atomic_write_bytes, resolve_checkpoint, write_card_section
+    from ..checkpoint import atomic_write_bytes, check_card_write, resolve_checkpoint, write_card_section
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
+    if a.card:
+        check_card_write(a.checkpoint, "probe", a.force)
     if a.cost_probe is not None:
         return _cost_probe(a)
     from ..evaluation.probe import ProbeConfig, probe, probe_markdown
@@ -319,11 +326,50 @@ def _demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _numbers(flag: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated numbers (one per action dimension), got {text!r}") from None
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reference", required=True,
+                   help="reference LeWM checkpoint: its *_object.ckpt, its weights.pt (config.json beside it), "
+                        "or their folder")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (must not hold one)")
+    for name, what in (("mean", "mean of the training data's actions"), ("std", "std of the training data's actions"),
+                       ("low", "action-space lower bound (or --env)"), ("high", "action-space upper bound (or --env)")):
+        p.add_argument(f"--action-{name}", default=None, help=f"per dimension, comma-separated: {what}")
+    p.add_argument("--env", default=None, help="env id recorded in the checkpoint; bounds from its action space")
+    p.add_argument("--encoder-heads", type=int, default=None, help="ViT heads, where the checkpoint does not say")
+    p.add_argument("--predictor-heads", type=int, default=None,
+                   help="predictor heads, where the checkpoint does not say")
+
+
+def _import(a: argparse.Namespace) -> int:
+    """A reference (stable-worldmodel) LeWM checkpoint as this package's checkpoint folder."""
+    from ..checkpoint import CONFIG, save_checkpoint
+    from ..interop.reference_checkpoint import load_reference
+    if (Path(a.out) / CONFIG).exists():
+        raise FileExistsError(f"--out: {a.out} already holds a checkpoint")
+    model, meta = load_reference(a.reference, _numbers("--action-mean", a.action_mean),
+                                 _numbers("--action-std", a.action_std), _numbers("--action-low", a.action_low),
+                                 _numbers("--action-high", a.action_high), a.env, a.encoder_heads, a.predictor_heads)
+    meta = dataclasses.replace(meta, training={**meta.training, "command": a.command_line})
+    save_checkpoint(a.out, model, meta)
+    print(f"imported {a.reference} -> {a.out} ({model.num_parameters()['total']:,} parameters)", file=sys.stderr)
+    return 0
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _collect),
     "demo": ("plan with a shipped model (Push-T by default; or --train one) and film it", _demo_args, _demo),
     "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _eval),
+    "import": ("a reference (stable-worldmodel) LeWM checkpoint as this package's folder", _import_args, _import),
     "probe": ("linear and MLP probes: how much physical state the latent holds", _probe_args, _probe),
     "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _plot),
     "train": ("fit a world model from a rollout file", _train_args, _train),

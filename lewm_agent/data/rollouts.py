@@ -172,6 +172,13 @@ def _open(path: Path) -> h5py.File:
 class RolloutFile:
     """Read-only view of a rollout file, validated against the contract on open."""
 
+    def __new__(cls, path: str | os.PathLike) -> Any:
+        # A file in the public reference's layout is read in place, through the same interface.
+        from .reference import ReferenceRollouts, is_reference
+        if cls is RolloutFile and Path(path).is_file() and is_reference(path):
+            return ReferenceRollouts(path)
+        return super().__new__(cls)
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.is_file():

@@ -165,13 +165,13 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
 
 def _env_of(cfg: EvalConfig, meta: CheckpointMeta, rf: RolloutFile | None) -> tuple[str, dict[str, Any]]:
     """The env id and kwargs the pairs are played in; refuses one the checkpoint was not trained for."""
-    env_id = rf.env_id if rf else cfg.env_id
+    env_id = (rf.env_id or meta.env_id) if rf else cfg.env_id  # a reference-layout file names no env
     if env_id not in gym.registry:
         raise ValueError(f"unknown env id {env_id!r}; registered lewm envs: "
                          f"{sorted(k for k in gym.registry if k.startswith('lewm/'))}")
     if meta.env_id is not None and meta.env_id != env_id:
         raise ValueError(f"checkpoint {cfg.checkpoint} was trained on {meta.env_id}, not {env_id}")
-    env_kwargs = dict(rf.env_kwargs if rf else meta.env_kwargs)
+    env_kwargs = dict(rf.env_kwargs if rf and rf.env_id else meta.env_kwargs)  # (nor its env's kwargs)
     env_kwargs.pop("terminate_on_success", None)  # success at any step is tracked here
     if meta.env_id is not None:
         check_pixel_settings(env_id, env_kwargs, meta.env_kwargs, f"--data: {cfg.data}" if rf else "the env")

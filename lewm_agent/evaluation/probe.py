@@ -143,13 +143,16 @@ def embed_rows(model: torch.nn.Module, rf: RolloutFile, rows: np.ndarray, device
 def check_labelled_file(rf: RolloutFile, meta: Any, data: str) -> None:
     """Refuse a rollout file a probe cannot use with this checkpoint: another env, other pixels,
     an env without probe quantities, no simulator state."""
-    if rf.env_id != meta.env_id:
+    if (rf.env_id or meta.env_id) != meta.env_id:  # a reference-layout file names no env: the checkpoint's
         raise ValueError(f"--data: {data} holds {rf.env_id!r} episodes, the checkpoint is for {meta.env_id!r}")
-    check_pixel_settings(meta.env_id, rf.env_kwargs, meta.env_kwargs, f"--data: {data}")
+    settings = rf.env_kwargs if rf.env_id else meta.env_kwargs
+    check_pixel_settings(meta.env_id, settings, meta.env_kwargs, f"--data: {data}")
     probe_env_class(meta.env_id)  # refuse an env without probe quantities before embedding any frame
     for col in ("state", "observation"):
-        if col not in rf.file:
-            raise ValueError(f"--data: {data} has no {col!r} column; probes need the simulator state")
+        try:
+            rf.column(col)  # a reference-layout file calls `observation` `proprio`
+        except KeyError:
+            raise ValueError(f"--data: {data} has no {col!r} column; probes need the simulator state") from None
 
 
 def probe(cfg: ProbeConfig) -> dict[str, Any]:

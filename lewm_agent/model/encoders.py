@@ -18,13 +18,14 @@ class ViTEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         w = cfg.encoder_width
+        eps = 1e-12 if cfg.layer_norms == "reference" else 1e-5  # the reference's is transformers' ViT
         num_patches = (cfg.image_size // cfg.patch_size) ** 2
         self.patch_embed = nn.Conv2d(3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w))
         self.pos_embed = nn.Parameter(torch.randn(1, num_patches + 1, w) * 0.02)
         self.blocks = nn.ModuleList(
-            Block(w, cfg.encoder_heads, cfg.encoder_mlp) for _ in range(cfg.encoder_depth))
-        self.norm = nn.LayerNorm(w)
+            Block(w, cfg.encoder_heads, cfg.encoder_mlp, eps=eps) for _ in range(cfg.encoder_depth))
+        self.norm = nn.LayerNorm(w, eps=eps)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -126,11 +126,11 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-LN transformer block (bidirectional): the ViT encoder's layer."""
 
-    def __init__(self, dim: int, heads: int, mlp: int, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, mlp: int, dropout: float = 0.0, eps: float = 1e-5):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, heads, dim // heads, dropout)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, mlp, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,14 +142,21 @@ class AdaLNZeroBlock(nn.Module):
     """Causal pre-LN block conditioned per token by AdaLN-zero.
 
     x: (N, T, dim) frame tokens; cond: (N, T, dim) action embedding of each frame's block.
+    reference: the public reference's block (`ModelConfig.layer_norms="reference"`): AdaLN norms at
+    eps 1e-6, and an affine LayerNorm on the modulated input of the attention and of the MLP.
     """
 
-    def __init__(self, dim: int, heads: int, head_dim: int, mlp: int, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, head_dim: int, mlp: int, dropout: float = 0.0,
+                 reference: bool = False):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
+        eps = 1e-6 if reference else 1e-5
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=eps)
         self.attn = Attention(dim, heads, head_dim, dropout)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=eps)
         self.mlp = MLP(dim, mlp, dropout)
+        # Only built for the reference's layout, so older checkpoints keep exactly their keys.
+        self.attn_norm = nn.LayerNorm(dim) if reference else nn.Identity()
+        self.mlp_norm = nn.LayerNorm(dim) if reference else nn.Identity()
         self.modulation = nn.Linear(dim, 6 * dim)
         # Zero init: every block starts as the identity (gates are 0).
         nn.init.zeros_(self.modulation.weight)
@@ -169,9 +176,9 @@ class AdaLNZeroBlock(nn.Module):
         """
         mod = self.modulate(cond) if mod is None else mod
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
-        y, kv = self.attn(self.norm1(x) * (1 + scale1) + shift1, causal=True, prefix=prefix, last_only=last_only,
-                          rope=rope, mask=mask)
+        y, kv = self.attn(self.attn_norm(self.norm1(x) * (1 + scale1) + shift1), causal=True, prefix=prefix,
+                          last_only=last_only, rope=rope, mask=mask)
         if last_only:
             x, gate1, shift2, scale2, gate2 = (z[:, -1:] for z in (x, gate1, shift2, scale2, gate2))
         x = x + gate1 * y
-        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2), kv
+        return x + gate2 * self.mlp(self.mlp_norm(self.norm2(x) * (1 + scale2) + shift2)), kv

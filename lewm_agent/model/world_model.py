@@ -44,7 +44,8 @@ class WorldModel(nn.Module):
         if cfg.predictor_attention == "window":  # learned, over the window; "banded" is rotary (no parameter)
             self.pos_embed = nn.Parameter(torch.randn(1, cfg.history, d) * 0.02)
         self.blocks = nn.ModuleList(
-            AdaLNZeroBlock(d, cfg.predictor_heads, cfg.predictor_head_dim, cfg.predictor_mlp, cfg.dropout)
+            AdaLNZeroBlock(d, cfg.predictor_heads, cfg.predictor_head_dim, cfg.predictor_mlp, cfg.dropout,
+                           reference=cfg.layer_norms == "reference")
             for _ in range(cfg.predictor_depth))
         self.norm = nn.LayerNorm(d)
         self.pred_projector = Projector(d, cfg.projector_hidden, d)

@@ -152,6 +152,23 @@ class LeWMAgent:
         cfg = replace(planner or meta.planner, **planner_overrides)
         return cls(model, meta, dev, cfg, seed, precision, compile, load_cost_probe(path, strict=cfg.probe_weight > 0))
 
+    @classmethod
+    def from_reference(cls, path: str | os.PathLike, device: str | torch.device = "auto",
+                       planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
+                       compile: str | None = None, *, action_mean: Any = None, action_std: Any = None,
+                       action_low: Any = None, action_high: Any = None, env_id: str | None = None,
+                       encoder_heads: int | None = None, predictor_heads: int | None = None,
+                       **planner_overrides: Any) -> LeWMAgent:
+        """An agent on a checkpoint of the public reference LeWM (stable-worldmodel's `*_object.ckpt` or
+        `weights.pt`), computing what the reference computes (interop/reference_checkpoint.py). The reference keeps
+        no action statistics or bounds: give the training data's action mean/std, and the bounds or
+        `env_id`. `agent.save(folder)` writes it as this package's checkpoint (`lewm import` does both)."""
+        from ..interop.reference_checkpoint import load_reference
+        dev = resolve_device(device)
+        model, meta = load_reference(path, action_mean, action_std, action_low, action_high, env_id,
+                                     encoder_heads, predictor_heads)
+        return cls(model, meta, dev, replace(planner or meta.planner, **planner_overrides), seed, precision, compile)
+
     def _check_probe(self, cost_probe: tuple[torch.Tensor, dict[str, str]] | None
                      ) -> tuple[torch.Tensor, dict[str, str]] | None:
         if cost_probe is None:
