@@ -51,7 +51,8 @@ class CompareConfig:
     timesteps: int = 20_000             # env steps of training per baseline and seed
     episodes: int = 50
     seeds: tuple[int, ...] = (0, 1, 2)
-    goal_offset: int = 25
+    goal_offset: int | None = None      # --data: goal frame this many steps on (default 25)
+    goal_steps: int | None = None       # --env: goal where the expert gets in K steps (default 25)
     budget: int = 50
     train_episode_steps: int = 100      # time limit of the training episodes
     baselines: tuple[str, ...] = ("sac_her", "ppo_pixels")
@@ -159,7 +160,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     seconds: dict[str, dict[int, float]] = {name: {} for name in cfg.baselines}
     extra = {name: baseline_factory(name, env_id, kwargs, cfg, seconds[name]) for name in cfg.baselines}
     ecfg = EvalConfig(checkpoint=cfg.checkpoint, data=cfg.data, env_id=cfg.env_id, episodes=cfg.episodes,
-                      seeds=cfg.seeds, goal_offset=cfg.goal_offset, budget=cfg.budget, device=cfg.device,
+                      seeds=cfg.seeds, goal_offset=cfg.goal_offset, goal_steps=cfg.goal_steps, budget=cfg.budget,
+                      device=cfg.device,
                       planner=cfg.planner)
     on_seed = (lambda row, seed, rate: print(f"seed {seed}: {row} {100 * rate:.0f}%", file=sys.stderr)) \
         if cfg.progress else None
@@ -198,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timesteps", type=int, default=20_000, help="training env steps per baseline and seed")
     p.add_argument("--episodes", type=int, default=50, help="pairs per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--goal-offset", type=int, default=25)
+    p.add_argument("--goal-offset", type=int, default=None, help="with --data: goal frame K steps on (default 25)")
+    p.add_argument("--goal-steps", type=int, default=None,
+                   help="with --env: goal where the env's expert gets in K steps (default 25)")
     p.add_argument("--budget", type=int, default=50)
     p.add_argument("--train-episode-steps", type=int, default=100, help="time limit of training episodes")
     p.add_argument("--baselines", nargs="+", default=list(TRAINERS), help=f"subset of {list(TRAINERS)}")
@@ -210,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         planner = {k: getattr(a, k) for k in PLANNER_FLAGS if getattr(a, k) is not None}
         cfg = CompareConfig(checkpoint=a.checkpoint, data=a.data, env_id=a.env_id, timesteps=a.timesteps,
-                            episodes=a.episodes, seeds=tuple(a.seeds), goal_offset=a.goal_offset, budget=a.budget,
+                            episodes=a.episodes, seeds=tuple(a.seeds), goal_offset=a.goal_offset,
+                            goal_steps=a.goal_steps, budget=a.budget,
                             train_episode_steps=a.train_episode_steps, baselines=tuple(a.baselines),
                             device=a.device, planner=planner)
         report = compare(cfg)

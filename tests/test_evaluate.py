@@ -171,3 +171,27 @@ def test_card_writes_refuse_a_shipped_checkpoint_and_a_smaller_run_unless_forced
     assert (folder / "README.md").read_text() == card
     assert main([*args, "--episodes", "1", "--force"]) == 0
     assert json.loads((folder / "eval_other.json").read_text())["episodes_per_seed"] == 1
+
+
+def test_env_goals_are_the_experts_k_steps_on_and_goal_offset_belongs_to_data_pairs(two_room_ck, capsys):
+    import gymnasium as gym
+
+    from lewm_agent.evaluation.pairs import env_pairs
+    env = gym.make("lewm/TwoRoom-v0", image_size=32)
+    near, _ = env_pairs(env, 6, 0, goal_steps=5)
+    far, _ = env_pairs(env, 6, 0, goal_steps=40)
+    gap = [float(np.linalg.norm(p.state[:2] - p.goal_state[:2])) for p in near + far]
+    assert max(gap[:6]) < min(max(gap[6:]), 1e9) and np.mean(gap[:6]) < np.mean(gap[6:])  # K steps of travel
+    cfg = EvalConfig(checkpoint="x", env_id="lewm/TwoRoom-v0")
+    assert (cfg.goal_steps, cfg.goal_offset) == (25, None)
+    assert EvalConfig(checkpoint="x", data="d.h5").goal_offset == 25
+    with pytest.raises(ValueError, match="^--goal-offset: applies to --data pairs"):
+        EvalConfig(checkpoint="x", env_id="lewm/TwoRoom-v0", goal_offset=10)
+    with pytest.raises(ValueError, match="^--goal-steps: applies to --env"):
+        EvalConfig(checkpoint="x", data="d.h5", goal_steps=10)
+    args = ["eval", "--checkpoint", str(two_room_ck), "--env", "lewm/TwoRoom-v0", "--episodes", "2", "--seeds", "0",
+            "--num-samples", "8", "--num-iterations", "1", "--num-elites", "2", "--budget", "4"]
+    assert main([*args, "--goal-offset", "10"]) == 2
+    assert "--goal-offset: applies to --data" in capsys.readouterr().err
+    assert main([*args, "--goal-steps", "8", "--no-baselines"]) == 0
+    assert "goal: where the expert gets in 8 steps from the env's reset" in capsys.readouterr().out

@@ -96,7 +96,7 @@ def _collect(a: argparse.Namespace) -> int:
 PLANNER_INT_FLAGS = ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon")
 
 
-EVAL_OPTIONS = ("episodes", "seeds", "goal_offset", "budget", "device", "precision")
+EVAL_OPTIONS = ("episodes", "seeds", "goal_offset", "goal_steps", "budget", "device", "precision")
 EVAL_LATER = ("video", "video_episodes", "diagnose", "diagnose_pairs", "diagnose_windows", "oracle_samples",
               "oracle_iterations")
 EVAL_FIELDS = ("checkpoint", "data", "env_id", *EVAL_OPTIONS, "baselines", "progress", *EVAL_LATER)

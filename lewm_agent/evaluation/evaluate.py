@@ -42,7 +42,9 @@ class EvalConfig:
     env_id: str | None = option(None, "no dataset: start and goal from the env's reset", flag="--env")
     episodes: int = option(50, "pairs per seed")
     seeds: tuple[int, ...] = option((0, 1, 2), nargs="+")
-    goal_offset: int = option(25, "env steps from start to goal frame")
+    goal_offset: int | None = option(None, "with --data: env steps from start to goal frame (default 25)")
+    goal_steps: int | None = option(None, "with --env: the goal is where the env's expert gets in K env steps from "
+                                          "the start (default 25, the --data protocol's offset)", metavar="K")
     budget: int = option(50, "env steps allowed")
     device: str = option("auto")
     precision: str = option("auto", "autocast of the imagined rollouts: auto = bf16 on CUDA GPUs that have it; on a "
@@ -64,12 +66,27 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if (self.data is None) == (self.env_id is None):
             raise ValueError("give exactly one of --data (held-out pairs) or --env (goals from env.reset)")
-        for name in ("episodes", "goal_offset", "budget", "video_episodes", "diagnose_pairs", "diagnose_windows",
-                     "oracle_samples", "oracle_iterations"):
-            if getattr(self, name) < 1:
+        if self.env_id is not None and self.goal_offset is not None:
+            raise ValueError("--goal-offset: applies to --data pairs (two frames of one episode); with --env, "
+                             "--goal-steps K poses goals the env's expert reaches in K steps")
+        if self.data is not None and self.goal_steps is not None:
+            raise ValueError("--goal-steps: applies to --env; with --data the goal is the frame --goal-offset "
+                             "steps on")
+        default = "goal_offset" if self.data is not None else "goal_steps"  # the protocol's 25 steps
+        if getattr(self, default) is None:
+            object.__setattr__(self, default, 25)
+        for name in ("episodes", "goal_offset", "goal_steps", "budget", "video_episodes", "diagnose_pairs",
+                     "diagnose_windows", "oracle_samples", "oracle_iterations"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
         if not self.seeds:
             raise ValueError("--seeds: give at least one seed")
+
+
+def _goal_words(report: dict[str, Any]) -> str:
+    if report.get("goal_steps"):
+        return f"goal: where the expert gets in {report['goal_steps']} steps from the env's reset"
+    return f"goal +{report['goal_offset']} steps"
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -131,7 +148,7 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
 
     def draw(seed: int) -> tuple[list[Pair], int]:
         return (sample_pairs(rf, held, cfg.episodes, cfg.goal_offset, seed, solved) if rf
-                else env_pairs(env, cfg.episodes, seed))
+                else env_pairs(env, cfg.episodes, seed, cfg.goal_steps))
 
     gap = GapRecorder(agent) if cfg.diagnose else None
     bar = Progress(len(cfg.seeds) * cfg.budget, "eval lewm", unit="step", enabled=cfg.progress)
@@ -210,7 +227,8 @@ def _report(cfg: EvalConfig, env_id: str, agent: LeWMAgent, lewm: LeWMRow, held:
     return {"env_id": env_id, "checkpoint": str(cfg.checkpoint), "weights_sha256": weights_sha256(cfg.checkpoint),
             "data": cfg.data, "held_out": held_note,
             "held_out_episodes": int(len(held)), "episodes_per_seed": cfg.episodes, "seeds": list(cfg.seeds),
-            "goal_offset": cfg.goal_offset, "budget": cfg.budget, "device": str(agent.device),
+            "goal_offset": cfg.goal_offset, **({"goal_steps": cfg.goal_steps} if cfg.env_id else {}),
+            "budget": cfg.budget, "device": str(agent.device),
             "precision": agent.precision_choice.precision, "precision_reason": agent.precision_choice.reason,
             "planner": agent.planner_cfg.to_dict(),
             "cost_probe": None if agent.cost_probe is None or not agent.planner_cfg.probe_weight
@@ -256,7 +274,7 @@ def eval_markdown(report: dict[str, Any]) -> str:
     rows = report["rows"]
     paper = any(r["skipped"] for r in rows.values()) and all("paper" in r for r in rows.values())
     lines = [f"`{report['env_id']}` — {report['episodes_per_seed']} pairs x {len(report['seeds'])} seeds, "
-             f"goal +{report['goal_offset']} steps, budget {report['budget']}; held out: {report['held_out']}", "",
+             f"{_goal_words(report)}, budget {report['budget']}; held out: {report['held_out']}", "",
              "| policy | success (mean ± std over seeds) | pooled [95% Wilson] | per seed | skipped |"
              + (" paper protocol (skipped = success) |" if paper else "") + " s/episode |",
              "|---|---|---|---|---|" + ("---|" if paper else "") + "---|"]

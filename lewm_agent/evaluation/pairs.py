@@ -69,11 +69,13 @@ def sample_pairs(rf: RolloutFile, episodes: np.ndarray, n: int, offset: int, see
     return pairs, skipped
 
 
-def env_pairs(env: gym.Env, n: int, seed: int) -> tuple[list[Pair], int]:
-    """Start/goal pairs from the env's own seeded reset (no dataset)."""
+def env_pairs(env: gym.Env, n: int, seed: int, goal_steps: int) -> tuple[list[Pair], int]:
+    """Start/goal pairs from the env's own seeded reset (no dataset): the goal is where the env's
+    expert gets in `goal_steps` env steps, so it is reachable in the budget as --data goals are."""
     pairs, skipped, k = [], 0, 0
     while len(pairs) < n:
-        _, info = env.reset(seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]))
+        _, info = env.reset(seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]),
+                            options={"goal_steps": goal_steps})
         k += 1
         u = env.unwrapped
         if info["is_success"]:
