@@ -100,3 +100,50 @@ def test_a_trainer_killed_at_a_random_moment_leaves_a_loadable_folder(dot_datase
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert load_checkpoint(out)[1].training["steps"] >= 20
+
+
+def _nan_loss_from(monkeypatch, first: int, last: int = 10**9):
+    """pred_loss turns NaN on calls first..last (one call per training step; validation calls it too)."""
+    import lewm_agent.training.train as train_mod
+    calls, real = [0], train_mod.pred_loss
+
+    def poisoned(pred, target):
+        calls[0] += 1
+        out = real(pred, target)
+        return out * float("nan") if first <= calls[0] <= last and pred.requires_grad else out
+    monkeypatch.setattr(train_mod, "pred_loss", poisoned)
+
+
+def test_a_diverging_run_stops_in_one_line_and_keeps_its_last_checkpoint(dot_dataset, tmp_path, monkeypatch,
+                                                                         capsys):
+    from lewm_agent.cli import main
+    _nan_loss_from(monkeypatch, first=13)  # steps 1-12 fine: the step-10 checkpoint is written
+    out = tmp_path / "run"
+    args = ["train", "--data", str(dot_dataset), "--out", str(out), "--preset", "tiny", "--steps", "20",
+            "--batch-size", "16", "--warmup-steps", "5", "--eval-interval", "10", "--ckpt-interval", "10",
+            "--val-windows", "32", "--num-projections", "32", "--max-bad-steps", "2", "--precision", "fp32",
+            "--no-progress"]  # fp32: an "auto" measurement would call pred_loss too
+    assert main(args) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lewm train")]
+    import re
+    found = re.search(r"stopped: step (\d+): non-finite gradient norm \(3 such steps, more than --max-bad-steps 2\)",
+                      err[0])
+    assert len(err) == 1 and found and 10 < int(found.group(1)) <= 15
+    assert f"the last good checkpoint is {out} (step 10)" in err[0]
+    model, meta = load_checkpoint(out)
+    assert meta.training["steps"] == 10 and all(bool(p.isfinite().all()) for p in model.parameters())
+
+
+def test_no_checkpoint_yet_is_said_and_a_few_bad_batches_can_be_skipped(dot_dataset, tmp_path, monkeypatch):
+    from lewm_agent.training.train import TrainingDiverged
+    _nan_loss_from(monkeypatch, first=2)
+    with pytest.raises(TrainingDiverged, match=r"^step 2: .* no checkpoint yet in "):
+        train(small(dot_dataset, tmp_path / "a", max_bad_steps=0, precision="fp32"))
+    assert not (tmp_path / "a" / "model.safetensors").exists()
+    monkeypatch.undo()
+    _nan_loss_from(monkeypatch, first=4, last=5)  # two bad batches, then fine again
+    out = train(small(dot_dataset, tmp_path / "b", max_bad_steps=2, precision="fp32"))
+    model, meta = load_checkpoint(out)
+    assert meta.training["steps"] == 20 and all(bool(p.isfinite().all()) for p in model.parameters())
+    with pytest.raises(ValueError, match="^max_bad_steps: must be >= 0"):
+        small(dot_dataset, tmp_path / "c", max_bad_steps=-1)

@@ -20,7 +20,7 @@ from ..flags import add_options, config_kwargs
 TRAIN_OPTIONS = ("data", "out", "preset", "steps", "batch_size", "warmup_steps", "val_windows", "eval_interval",
                  "ckpt_interval", "log_interval", "seed", "workers", "num_projections", "knots", "bn_batches", "lr",
                  "weight_decay", "grad_clip", "val_fraction", "dist_timeout", "sigreg_weight", "device", "data_mode",
-                 "weights_dtype", "precision", "sequence_frames")
+                 "weights_dtype", "precision", "sequence_frames", "max_bad_steps")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -36,11 +36,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _train(a: argparse.Namespace) -> int:
     from ..config import ModelConfig, PlannerConfig
     from ..training.config import TrainConfig
-    from ..training.train import train
+    from ..training.train import TrainingDiverged, train
     overrides = _fields_arg("--model", a.model, ModelConfig)
     cfg = TrainConfig(**config_kwargs(TrainConfig, a, (*TRAIN_OPTIONS, "progress")))
-    out = train(cfg, overrides, command=a.command_line,
-                planner=_fields_arg("--planner", a.planner, PlannerConfig))
+    try:
+        out = train(cfg, overrides, command=a.command_line,
+                    planner=_fields_arg("--planner", a.planner, PlannerConfig))
+    except TrainingDiverged as e:
+        print(f"lewm train: stopped: {e}", file=sys.stderr)
+        return 1
     print(f"checkpoint: {out}")
     return 0
 

@@ -10,7 +10,7 @@ from ..precision import PRECISIONS, check_precision
 
 # Fields that may change when a run is resumed; any other change is refused.
 RESUMABLE = {"steps", "eval_interval", "ckpt_interval", "log_interval", "workers", "device", "data_mode",
-             "progress", "dist_timeout"}
+             "max_bad_steps", "progress", "dist_timeout"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class TrainConfig:
         None, "frames per training window (default: history + 1 for the window predictor, history + 5 for the "
               "banded one, '{\"predictor_attention\": \"banded\"}' in --model)")
     progress: bool = option(True, flag="--no-progress")
+    max_bad_steps: int = option(3, "steps with a non-finite gradient norm that are skipped (no update) before "
+                                   "the run stops; 0: stop at the first")
     dist_timeout: float = option(600.0, "torchrun: seconds a process waits for the others before the job fails")
 
     def __post_init__(self) -> None:
@@ -65,6 +67,8 @@ class TrainConfig:
         if self.sequence_frames is not None and self.sequence_frames < 2:
             raise ValueError(f"sequence_frames: expected an int >= 2 (a frame and its successor), "
                              f"got {self.sequence_frames}")
+        if self.max_bad_steps < 0:
+            raise ValueError(f"max_bad_steps: must be >= 0, got {self.max_bad_steps}")
         if self.bn_batches < 0:
             raise ValueError(f"bn_batches: must be >= 0, got {self.bn_batches}")
         if self.batch_size < 2:

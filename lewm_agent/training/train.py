@@ -44,6 +44,16 @@ logger = logging.getLogger(__name__)
 BN_BATCH_BASE = 10**12  # batch indices of the BatchNorm recalibration: never drawn by training
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights stopped being finite: the run stops; the last checkpoint is intact."""
+
+
+def _diverged(out: Path, step: int, what: str, saved: int | None) -> TrainingDiverged:
+    last = f"the last good checkpoint is {out} (step {saved})" if saved else f"no checkpoint yet in {out}"
+    return TrainingDiverged(f"step {step}: {what}; {last} (try a lower --lr or --sigreg-weight, "
+                            "or resume with --max-bad-steps)")
+
+
 def autocast(device: torch.device, bf16: bool) -> torch.autocast:
     return torch.autocast(device.type, torch.bfloat16, enabled=bf16)
 
@@ -211,6 +221,7 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
     t_last, step_last = time.perf_counter(), step
     val: dict[str, float] = {}
     bar = Progress(cfg.steps, "train", unit="step", initial=step, enabled=cfg.progress and ranks.main)
+    bad, saved = 0, (step or None)  # a resumed run's last checkpoint is its start
 
     try:
         for pixels, act in batches(run.source, step, cfg, device):
@@ -225,7 +236,16 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            # The same on every rank (the norm of the all-reduced gradients), so ranks agree to skip.
+            if torch.isfinite(grad_norm):
+                opt.step()
+            else:  # the step counts (its batch is spent) but changes nothing
+                bad += 1
+                if bad > cfg.max_bad_steps:
+                    raise _diverged(out, step + 1, f"non-finite gradient norm ({bad} such steps, more than "
+                                    f"--max-bad-steps {cfg.max_bad_steps})", saved)
+                logger.warning("step %d: non-finite gradient norm, update skipped (%d of %d allowed)",
+                               step + 1, bad, cfg.max_bad_steps)
             step += 1
             bar.update(1)
             if step % cfg.log_interval == 0 or step == cfg.steps:
@@ -243,8 +263,11 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
             if val_due and ranks.main:
                 val = validate(model, run.val_source, run.val_starts, cfg, device, bf16)
                 _write(log, {"step": step, **val})
+            if save_due and not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise _diverged(out, step, "the weights are not finite (nothing saved)", saved)
             if save_due and ranks.main:
                 _save(cfg, run, step, time.perf_counter() - t_start, val)
+            saved = step if save_due else saved
             if val_due or save_due:
                 barrier(ranks)  # the others wait while rank 0 validates and writes
     finally:
@@ -272,9 +295,7 @@ def _train_row(ranks: Ranks, cfg: TrainConfig, step: int, loss: torch.Tensor, p_
     row = {"step": step, "train/loss": loss_v, "train/pred_loss": pred_v,
            "train/sigreg_loss": float(s_loss.detach()), "train/emb_std": emb_std,
            "train/grad_norm": float(grad_norm), "lr": lr_at(step - 1, cfg), "samples_per_s": samples_per_s}
-    if not math.isfinite(row["train/loss"]):
-        raise FloatingPointError(f"loss is {row['train/loss']} at step {step}; lower --lr")
-    return row
+    return row  # a non-finite loss is handled where the update is (skipped, or the run stops)
 
 
 def _write(log: Any, row: dict[str, Any]) -> None:
