@@ -24,3 +24,25 @@ def test_observation_images_are_square_rgb_or_refused(h, w, c):
     else:
         with pytest.raises(ValueError, match=r"obs\['pixels'\]"):
             _image_batch({"pixels": img}, "pixels")
+
+
+def test_an_observation_of_another_env_is_refused_naming_the_key_and_both_shapes():
+    import gymnasium as gym
+
+    from lewm_agent import LeWMAgent
+    agent = LeWMAgent.from_pretrained("two_room", device="cpu", num_samples=8, num_elites=2, num_iterations=1)
+    two_room = gym.make("lewm/TwoRoom-v0")
+    pusht = gym.make("lewm/PushT-v0", image_size=two_room.unwrapped.image_size)  # same image size
+    theirs, _ = pusht.reset(seed=0)
+    with pytest.raises(ValueError, match=r"^obs\['observation'\]: shape \(5,\), but lewm/TwoRoom-v0 "
+                                         r"observations have \(2,\); is this the observation of another env\?"):
+        agent.act(theirs)
+    ours, _ = two_room.reset(seed=0)
+    assert agent.act(ours).shape == (2,)
+    assert agent.act({"pixels": ours["pixels"], "goal": ours["goal"]}).shape == (2,)  # images alone are fine
+    batch = {k: np.stack([v, v]) for k, v in ours.items()}
+    agent.reset()
+    assert agent.act(batch).shape == (2, 2)
+    batch["desired_goal"] = np.zeros((2, 5), np.float32)
+    with pytest.raises(ValueError, match=r"^obs\['desired_goal'\]: shape \(2, 5\), but .* have \(2, 2\)"):
+        agent.act(batch)

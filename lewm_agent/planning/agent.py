@@ -26,6 +26,7 @@ from ..model.world_model import WorldModel
 from ..precision import PrecisionChoice, check_precision, choose, close
 from .cost_probe import load_cost_probe, save_cost_probe
 from .cuda_graph import GraphedSolver
+from .obs_check import check_vectors, vector_shapes
 from .planner import CEMPlanner
 
 CPU_CHUNK = 2048  # imagined sequences per rollout call on CPU (cache-sized; see LeWMAgent.plan)
@@ -135,6 +136,7 @@ class LeWMAgent:
         self.normalized_high = torch.tensor(np.tile(high_n, fs), device=self.device)
         self._envs: list[_SubEnv] = []
         self._shape: tuple[int, ...] | None = None
+        self._vector_shapes: dict[str, tuple[int, ...]] | None = None  # of the env's observation vectors
         self.solve_seconds: deque[float] = deque(maxlen=10_000)  # wall time of each batched plan
         # Diagnostics (`lewm eval --diagnose`): a list to receive (sub-env index, predicted embedding
         # after the executed blocks, goal embedding) per solve; None keeps planning free of the extra work.
@@ -264,6 +266,9 @@ class LeWMAgent:
         if pixels.shape != goal.shape:
             raise ValueError(f"obs['goal']: shape {goal.shape} differs from obs['pixels'] shape {pixels.shape}")
         single = pixels.ndim == 3
+        if self._vector_shapes is None:  # the env's declared vectors, once (it imports the env's module)
+            self._vector_shapes = vector_shapes(self.meta.env_id)
+        check_vectors(obs, self._vector_shapes, self.meta.env_id, batched=not single)
         if single:
             pixels, goal = pixels[None], goal[None]
         n = len(pixels)
