@@ -6,15 +6,19 @@ such a field; `add_options` turns the named fields of a dataclass into argparse 
 order given (the order of `--help`); `config_kwargs` maps the parsed values back onto the fields.
 
 A bool field whose flag starts with "--no-" is inverted: `--no-progress` sets `progress=False`.
+A numeric field may declare its range (`low`/`high` inclusive, `above`/`below` exclusive):
+`check_ranges` then refuses a value outside it, from a flag, JSON or the Python API alike.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from typing import Any
 
 META = "cli"
+RANGE_KEYS = ("low", "high", "above", "below")  # range bounds: checked by `check_ranges`, not argparse
 CHECKPOINT_HELP = "checkpoint folder, or a shipped name: pusht, two_room, cube"
 
 
@@ -41,7 +45,7 @@ def add_options(parser: argparse.ArgumentParser | Any, cls: type, names: list[st
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in names:
         f = fields[name]
-        meta = {k: v for k, v in f.metadata.get(META, {}).items() if k != "flag"}
+        meta = {k: v for k, v in f.metadata.get(META, {}).items() if k != "flag" and k not in RANGE_KEYS}
         flag, kind = _flag(f), hints[name]
         if kind is bool:
             parser.add_argument(flag, action="store_true", **meta)
@@ -77,3 +81,36 @@ def config_kwargs(cls: type, args: argparse.Namespace, names: list[str] | tuple[
         value = getattr(args, name)
         out[name] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def _range_text(meta: dict[str, Any]) -> str:
+    parts = [f"{op} {meta[k]:g}" for k, op in (("low", ">="), ("above", ">"), ("high", "<="), ("below", "<"))
+             if k in meta]
+    return " and ".join(parts)
+
+
+def _in_range(x: Any, meta: dict[str, Any], whole: bool) -> bool:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or (whole and not isinstance(x, int)):
+        return False
+    if not math.isfinite(x):
+        return False
+    return (x >= meta.get("low", -math.inf) and x <= meta.get("high", math.inf)
+            and x > meta.get("above", -math.inf) and x < meta.get("below", math.inf))
+
+
+def check_ranges(cfg: Any) -> None:
+    """ValueError naming the option of the first field outside its declared range (a None default
+    stays allowed: it means "chosen later"); tuples are checked element by element."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        meta = f.metadata.get(META, {})
+        if not any(k in meta for k in RANGE_KEYS):
+            continue
+        value = getattr(cfg, f.name)
+        if value is None and f.default is None:
+            continue
+        whole = _scalar(hints[f.name]) is int
+        for x in value if isinstance(value, tuple) else (value,):
+            if not _in_range(x, meta, whole):
+                kind = "an int" if whole else "a finite number"
+                raise ValueError(f"{_flag(f)}: expected {kind} {_range_text(meta)}, got {value!r}")

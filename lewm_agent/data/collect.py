@@ -33,7 +33,7 @@ import numpy as np
 import lewm_envs
 from lewm_envs.experts import EXPERTS, expert_class
 
-from ..flags import option
+from ..flags import check_ranges, option
 from ..lock import RunLock
 from ..progress import Progress
 from .rollouts import RolloutWriter
@@ -44,13 +44,14 @@ COMPRESSION = {"gzip": ("gzip", 4), "lzf": ("lzf", None), "none": (None, None)} 
 @dataclass(frozen=True)
 class CollectConfig:
     env_id: str = option(help="lewm/PushT-v0 | lewm/TwoRoom-v0 | lewm/Cube-v0", flag="--env")
-    episodes: int = option()
+    episodes: int = option(low=1)
     out: str = option(help="new .h5 rollout file")
-    workers: int = option(1, "simulation processes")
-    seed: int = option(0)
+    workers: int = option(1, "simulation processes", low=1)
+    seed: int = option(0, low=0)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     expert_kwargs: dict[str, Any] = field(default_factory=dict)
-    max_steps: int | None = option(None, "episode length (default: the env's limit)")  # None: its max_episode_steps
+    max_steps: int | None = option(None, "episode length (default: the env's limit)",  # None: its max_episode_steps
+                                   low=1)
     overwrite: bool = option(False)
     progress: bool = option(True, flag="--no-progress")
     command: str = ""                     # recorded in the file: the data recipe travels with the data
@@ -72,6 +73,7 @@ class CollectConfig:
             raise ValueError(f"--max-steps: must be >= 1, got {self.max_steps}")
         lewm_envs.check_kwargs("--env-kwargs", lewm_envs.env_class(self.env_id), self.env_kwargs)
         lewm_envs.check_kwargs("--expert-kwargs", expert_class(self.env_id), self.expert_kwargs)
+        check_ranges(self)  # every declared range (flags.py), after the checks above
 
 
 # ------------------------------------------------------------------ worker side

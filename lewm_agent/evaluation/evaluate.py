@@ -25,7 +25,7 @@ from lewm_envs import check_pixel_settings
 
 from ..checkpoint import CheckpointMeta, weights_sha256
 from ..data.rollouts import RolloutFile
-from ..flags import CHECKPOINT_HELP, option
+from ..flags import CHECKPOINT_HELP, check_ranges, option
 from ..planning.agent import LeWMAgent
 from ..precision import PRECISIONS
 from ..progress import Progress
@@ -40,12 +40,12 @@ class EvalConfig:
     checkpoint: str = option(help=CHECKPOINT_HELP)
     data: str | None = option(None, "rollout file: start/goal pairs from its held-out episodes")
     env_id: str | None = option(None, "no dataset: start and goal from the env's reset", flag="--env")
-    episodes: int = option(50, "pairs per seed")
-    seeds: tuple[int, ...] = option((0, 1, 2), nargs="+")
-    goal_offset: int | None = option(None, "with --data: env steps from start to goal frame (default 25)")
+    episodes: int = option(50, "pairs per seed", low=1)
+    seeds: tuple[int, ...] = option((0, 1, 2), nargs="+", low=0)
+    goal_offset: int | None = option(None, "with --data: env steps from start to goal frame (default 25)", low=1)
     goal_steps: int | None = option(None, "with --env: the goal is where the env's expert gets in K env steps from "
-                                          "the start (default 25, the --data protocol's offset)", metavar="K")
-    budget: int = option(50, "env steps allowed")
+                                          "the start (default 25, the --data protocol's offset)", metavar="K", low=1)
+    budget: int = option(50, "env steps allowed", low=1)
     device: str = option("auto")
     precision: str = option("auto", "autocast of the imagined rollouts: auto = bf16 on CUDA GPUs that have it; on a "
                                     "CPU measured at the first plan (bf16 only where clearly faster, same costs)",
@@ -53,13 +53,13 @@ class EvalConfig:
     planner: dict[str, Any] = field(default_factory=dict)   # PlannerConfig overrides
     baselines: bool = option(True, "skip the random and replay rows", flag="--no-baselines")
     video: str | None = option(None, "MP4s of the agent's first pairs of each seed", metavar="DIR")
-    video_episodes: int = option(2, "pairs filmed per seed", metavar="K")
+    video_episodes: int = option(2, "pairs filmed per seed", metavar="K", low=1)
     diagnose: bool = option(False, "also report where planning fails: exploitation gap, open-loop error, simulator "
                                    "oracles (slow)")
-    diagnose_pairs: int = option(10, "oracle planners run on the first K pairs of the first seed", metavar="K")
-    diagnose_windows: int = option(256, "held-out windows for the open-loop error")
-    oracle_samples: int = option(64, "oracle CEM samples per iteration")
-    oracle_iterations: int = option(3, "oracle CEM iterations per block")
+    diagnose_pairs: int = option(10, "oracle planners run on the first K pairs of the first seed", metavar="K", low=1)
+    diagnose_windows: int = option(256, "held-out windows for the open-loop error", low=1)
+    oracle_samples: int = option(64, "oracle CEM samples per iteration", low=1)
+    oracle_iterations: int = option(3, "oracle CEM iterations per block", low=1)
     # progress of the agent's steps, with ETA (plain lines off a terminal)
     progress: bool = option(True, "no progress bar or progress lines", flag="--no-progress")
 
@@ -81,6 +81,7 @@ class EvalConfig:
                 raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
         if not self.seeds:
             raise ValueError("--seeds: give at least one seed")
+        check_ranges(self)  # every declared range (flags.py), after the checks above
 
 
 def _goal_words(report: dict[str, Any]) -> str:

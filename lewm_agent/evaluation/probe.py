@@ -23,7 +23,7 @@ from ..checkpoint import load_checkpoint
 from ..data.rollouts import RolloutFile
 from ..data.windows import split_episodes
 from ..device import resolve_device
-from ..flags import CHECKPOINT_HELP, option
+from ..flags import CHECKPOINT_HELP, check_ranges, option
 from ..model.losses import embedding_stats
 
 
@@ -31,23 +31,21 @@ from ..model.losses import embedding_stats
 class ProbeConfig:
     checkpoint: str = option(help=CHECKPOINT_HELP)
     data: str = option(help="rollout file of the checkpoint's env (with its state column)")
-    frames: int = option(20_000, "frames sampled (default %(default)s)")  # evenly over the file's episodes
-    val_fraction: float = option(0.2, "share of episodes the probes are scored on (default %(default)s)")
-    seed: int = option(0, "episode split seed")
+    frames: int = option(20_000, "frames sampled (default %(default)s)", low=10)  # evenly over the file's episodes
+    val_fraction: float = option(0.2, "share of episodes the probes are scored on (default %(default)s)",
+                                 above=0, below=1)
+    seed: int = option(0, "episode split seed", low=0)
     ridge: float = 1e-2              # ridge penalty on standardized embeddings, per frame
     mlp_hidden: int = 256
-    mlp_steps: int = option(1500, "MLP probe steps (default %(default)s)")
+    mlp_steps: int = option(1500, "MLP probe steps (default %(default)s)", low=0)
     device: str = option("auto")
 
     def __post_init__(self) -> None:
-        if self.frames < 10:
-            raise ValueError(f"--frames: must be >= 10, got {self.frames}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction: must be in (0, 1), got {self.val_fraction}")
+        check_ranges(self)  # the options' declared ranges (flags.py)
         if not self.ridge > 0:
             raise ValueError(f"--ridge: must be > 0, got {self.ridge}")
-        if self.mlp_hidden < 1 or self.mlp_steps < 0:
-            raise ValueError("--mlp-hidden must be >= 1 and --mlp-steps >= 0")
+        if self.mlp_hidden < 1:
+            raise ValueError(f"--mlp-hidden: must be >= 1, got {self.mlp_hidden}")
 
 
 def probe_env_class(env_id: str) -> type:

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 
 from ..config import PRESETS, ModelConfig, PlannerConfig
-from ..flags import option
+from ..flags import check_ranges, option
 from ..precision import PRECISIONS, check_precision
 
 # Fields that may change when a run is resumed; any other change is refused.
@@ -18,40 +18,41 @@ class TrainConfig:
     data: str = option(help="rollout file (.h5) written by `lewm collect`")
     out: str = option(help="checkpoint folder (resumed if it holds a run)")
     preset: str = option("small", choices=sorted(PRESETS))
-    steps: int = option(10_000, "optimizer steps in all")
+    steps: int = option(10_000, "optimizer steps in all", low=1)
     batch_size: int = option(128, "training windows per step; under torchrun the global batch, split evenly over the "
-                                  "processes")
-    lr: float = option(5e-5, "peak AdamW learning rate")
-    weight_decay: float = option(1e-3, "AdamW weight decay")
-    warmup_steps: int = option(500, "linear learning-rate warm-up, then cosine decay to 0")
-    grad_clip: float = option(1.0, "gradient-norm clip")
+                                  "processes", low=2)
+    lr: float = option(5e-5, "peak AdamW learning rate", above=0)
+    weight_decay: float = option(1e-3, "AdamW weight decay", low=0)
+    warmup_steps: int = option(500, "linear learning-rate warm-up, then cosine decay to 0", low=0)
+    grad_clip: float = option(1.0, "gradient-norm clip", above=0)
     sigreg_weight: float | None = option(  # None: `default_sigreg_weight` of the preset
         None, "lambda, against the prediction loss summed over the latent dimensions (default: 0.09 x latent_dim "
-              "for --preset paper, the reference's 0.09 per dimension; else 0.09)")
-    num_projections: int = option(1024, "SIGReg random directions per step")
-    knots: int = option(17, "SIGReg integration points on [0, 3]")
-    val_fraction: float = option(0.1, "share of episodes held out for validation")
-    val_windows: int = option(512, "fixed validation windows")
-    eval_interval: int = option(500, "steps between validations")
-    ckpt_interval: int = option(500, "steps between checkpoints (what an interruption can lose)")
-    log_interval: int = option(50, "steps between log.jsonl rows")
-    seed: int = option(0, "data split, batches, SIGReg directions")
+              "for --preset paper, the reference's 0.09 per dimension; else 0.09)", low=0)
+    num_projections: int = option(1024, "SIGReg random directions per step", low=1)
+    knots: int = option(17, "SIGReg integration points on [0, 3]", low=2)
+    val_fraction: float = option(0.1, "share of episodes held out for validation", low=0, below=1)
+    val_windows: int = option(512, "fixed validation windows", low=1)
+    eval_interval: int = option(500, "steps between validations", low=1)
+    ckpt_interval: int = option(500, "steps between checkpoints (what an interruption can lose)", low=1)
+    log_interval: int = option(50, "steps between log.jsonl rows", low=1)
+    seed: int = option(0, "data split, batches, SIGReg directions", low=0)
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     data_mode: str = option("auto", choices=["auto", "memory", "stream"])  # auto: memory if pixels fit in 4 GiB
-    workers: int = option(4, "DataLoader processes in stream mode")
+    workers: int = option(4, "DataLoader processes in stream mode", low=0)
     bn_batches: int = option(20, "training batches that re-estimate BatchNorm statistics before validating and "
-                                 "saving (0: off)")
+                                 "saving (0: off)", low=0)
     weights_dtype: str = option("float32", choices=["float32", "float16", "bfloat16"])  # of model.safetensors
     precision: str = option("auto", "autocast: auto = bf16 on CUDA GPUs that have it; on a CPU bf16 only where a "
                                     "short measurement at start finds it clearly faster (the log says which); "
                                     "fp32/bf16 force it", choices=list(PRECISIONS))
     sequence_frames: int | None = option(  # None: see `sequence_frames`
         None, "frames per training window (default: history + 1 for the window predictor, history + 5 for the "
-              "banded one, '{\"predictor_attention\": \"banded\"}' in --model)")
+              "banded one, '{\"predictor_attention\": \"banded\"}' in --model)", low=2)
     progress: bool = option(True, flag="--no-progress")
     max_bad_steps: int = option(3, "steps with a non-finite gradient norm that are skipped (no update) before "
-                                   "the run stops; 0: stop at the first")
-    dist_timeout: float = option(600.0, "torchrun: seconds a process waits for the others before the job fails")
+                                   "the run stops; 0: stop at the first", low=0)
+    dist_timeout: float = option(600.0, "torchrun: seconds a process waits for the others before the job fails",
+                                 above=0)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -75,6 +76,7 @@ class TrainConfig:
             raise ValueError("batch_size: SIGReg needs at least 2 samples per batch")
         if not 0 < self.dist_timeout < math.inf:
             raise ValueError(f"dist_timeout: expected a positive number of seconds, got {self.dist_timeout}")
+        check_ranges(self)  # every declared range (flags.py), after the checks above
 
 
 def sequence_frames(cfg: TrainConfig, model_cfg: ModelConfig) -> int:
