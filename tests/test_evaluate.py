@@ -195,3 +195,43 @@ def test_env_goals_are_the_experts_k_steps_on_and_goal_offset_belongs_to_data_pa
     assert "--goal-offset: applies to --data" in capsys.readouterr().err
     assert main([*args, "--goal-steps", "8", "--no-baselines"]) == 0
     assert "goal: where the expert gets in 8 steps from the env's reset" in capsys.readouterr().out
+
+
+def test_an_interrupted_evaluation_resumes_after_its_last_seed_with_the_same_numbers(two_room_data, two_room_ck,
+                                                                                     tmp_path):
+    from lewm_agent.evaluation.evaluate import EvalConfig, evaluate
+    planner = {"num_samples": 8, "num_iterations": 1, "num_elites": 2}
+    kw = dict(checkpoint=str(two_room_ck), data=str(two_room_data), episodes=3, seeds=(0, 1, 2), budget=6,
+              goal_offset=5, planner=planner, progress=False)
+    whole = evaluate(EvalConfig(**kw))
+    partial = tmp_path / "eval.json.partial"
+    played = []
+
+    def crash_after_seed_0(row, seed, rate):
+        played.append((row, seed))
+        if seed == 1:
+            raise KeyboardInterrupt  # killed while seed 1 plays
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(EvalConfig(**kw, resume_file=str(partial)), on_seed=crash_after_seed_0)
+    kept = json.loads(partial.read_text())
+    assert set(kept["seeds"]) == {"0"}                        # only the finished seed
+    played.clear()
+    resumed = evaluate(EvalConfig(**kw, resume_file=str(partial)), on_seed=lambda r, s, x: played.append((r, s)))
+    assert {s for _, s in played} == {1, 2}                   # seed 0 is not played again
+    assert not partial.exists()
+    for name in whole["rows"]:
+        a, b = whole["rows"][name], resumed["rows"][name]
+        assert [a[k] for k in ("per_seed", "skipped", "mean", "ci95")] == [b[k] for k in ("per_seed", "skipped", "mean",
+                                                                                       "ci95")]
+    assert resumed["planning"]["solves"] == whole["planning"]["solves"]
+
+
+def test_a_second_evaluation_into_the_same_out_is_refused_naming_the_holder(two_room_data, two_room_ck, tmp_path,
+                                                                            capsys):
+    import os
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "eval.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": "now"}))
+    assert main(["eval", "--checkpoint", str(two_room_ck), "--data", str(two_room_data), "--episodes", "1",
+                 "--seeds", "0", "--out", str(out)]) == 2
+    assert f"{out}: another evaluation holds it (pid {os.getpid()}" in capsys.readouterr().err

@@ -6,6 +6,7 @@ with one line naming the problem and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..flags import add_options, config_kwargs
+from ..lock import RunLock
 
 # ------------------------------------------------------------------- train
 TRAIN_OPTIONS = ("data", "out", "preset", "steps", "batch_size", "warmup_steps", "val_windows", "eval_interval",
@@ -154,35 +156,50 @@ def _check_headline_recipe(checkpoint: str, data: str) -> None:
 
 
 def _eval(a: argparse.Namespace) -> int:
-    from ..checkpoint import check_card_write, resolve_checkpoint, write_card_section
+    from ..checkpoint import check_card_write, resolve_checkpoint
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
+    if a.card and not a.card_name.replace("_", "").isalnum():
+        raise ValueError(f"--card-name: expected letters, digits and '_', got {a.card_name!r}")
     if a.card:
         check_card_write(a.checkpoint, a.card_name, a.force, a.episodes, len(a.seeds))
     if a.card and a.card_name == "eval" and a.data:
         _check_headline_recipe(a.checkpoint, a.data)
     from ..config import PlannerConfig
-    from ..evaluation.evaluate import EvalConfig, eval_markdown, evaluate
+    from ..evaluation.evaluate import EvalConfig, evaluate
     planner_flags = (*PLANNER_INT_FLAGS, "std", "noise_beta", "cost")
     planner = {**_fields_arg("--planner", a.planner, PlannerConfig),  # the flags below override it
                **{k: getattr(a, k) for k in planner_flags if getattr(a, k) is not None}}
     if a.warm_start is not None:
         planner["warm_start"] = bool(a.warm_start)
-    cfg = EvalConfig(**config_kwargs(EvalConfig, a, EVAL_FIELDS), planner=planner)
-    report = evaluate(cfg, on_seed=lambda row, seed, rate: print(f"seed {seed}: {row} {100 * rate:.0f}%",
-                                                                  file=sys.stderr))
+    # Finished seeds are kept beside the output as they end: the same command resumes after a crash.
+    where = Path(a.out) / "eval.json" if a.out else Path(a.checkpoint) / f"{a.card_name}.json" if a.card else None
+    cfg = EvalConfig(**config_kwargs(EvalConfig, a, EVAL_FIELDS), planner=planner,
+                     resume_file=None if where is None else str(where) + ".partial")
+    with contextlib.ExitStack() as locks:  # one evaluation per output (and per card section)
+        if a.out:
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+            locks.enter_context(RunLock(a.out, "eval.lock", "evaluation"))
+        if a.card:
+            locks.enter_context(RunLock(a.checkpoint, f"{a.card_name}.lock", "evaluation"))
+        report = evaluate(cfg, on_seed=lambda row, seed, rate: print(f"seed {seed}: {row} {100 * rate:.0f}%",
+                                                                      file=sys.stderr))
+        _write_eval(a, report)
+    return 0
+
+
+def _write_eval(a: argparse.Namespace, report: dict) -> None:
+    from ..checkpoint import write_card_section
+    from ..evaluation.evaluate import eval_markdown
     table = eval_markdown(report)
     print(table)
     if a.out:
         _save_report(Path(a.out), report, table)
     if a.card:
-        if not a.card_name.replace("_", "").isalnum():
-            raise ValueError(f"--card-name: expected letters, digits and '_', got {a.card_name!r}")
         _save_report(Path(a.checkpoint), report, stem=a.card_name)
         title = "Evaluation" if a.card_name == "eval" else f"Evaluation: {a.card_name.replace('_', ' ')}"
         write_card_section(a.checkpoint, a.card_name, f"## {title}\n\n`{a.command_line}`\n\n{table}")
     for path in report.get("videos", []):
         print(f"video: {path}", file=sys.stderr)
-    return 0
 
 
 def _save_report(folder: Path, report: dict, table: str | None = None, stem: str = "eval") -> None:

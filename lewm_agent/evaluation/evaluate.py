@@ -32,6 +32,7 @@ from ..progress import Progress
 from .diagnostics import GapRecorder, diagnose, diagnostics_markdown, difficulty_line, pair_difficulty
 from .pairs import Pair, env_pairs, held_out_episodes, run_pairs, sample_pairs
 from .policy import PolicyFactory
+from .resume import SeedLog
 from .rows import LeWMRow, Row, factory_row, random_policy, replay_row
 
 
@@ -60,6 +61,9 @@ class EvalConfig:
     diagnose_windows: int = option(256, "held-out windows for the open-loop error", low=1)
     oracle_samples: int = option(64, "oracle CEM samples per iteration", low=1)
     oracle_iterations: int = option(3, "oracle CEM iterations per block", low=1)
+    # finished seeds kept here as they end, so that the same evaluation resumes after a crash
+    # (the CLI's --out or --card folder); not with --video or --diagnose, which need every seed's play
+    resume_file: str | None = None
     # progress of the agent's steps, with ETA (plain lines off a terminal)
     progress: bool = option(True, "no progress bar or progress lines", flag="--no-progress")
 
@@ -137,7 +141,9 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     if cfg.video:
         from .video import require
         require()  # a missing dependency must fail before the evaluation, not after it
-    agent = LeWMAgent.from_pretrained(cfg.checkpoint, cfg.device, precision=cfg.precision, **cfg.planner)
+    resumable = cfg.resume_file if not (cfg.video or cfg.diagnose) else None
+    precision = SeedLog.precision_of(resumable) or cfg.precision  # a resumed run keeps its precision
+    agent = LeWMAgent.from_pretrained(cfg.checkpoint, cfg.device, precision=precision, **cfg.planner)
     rf = RolloutFile(cfg.data) if cfg.data else None
     env_id, env_kwargs = _env_of(cfg, agent.meta, rf)
     envs = [make_eval_env(env_id, env_kwargs, cfg.budget) for _ in range(cfg.episodes)]
@@ -160,7 +166,8 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
         if rf:
             rows["replay"] = replay_row(env.action_space.shape[0])
     rows.update({name: factory_row(name, f, env.action_space) for name, f in (extra or {}).items()})
-    played = _play(cfg, env_id, list(rows.values()), envs, draw, on_seed)
+    log = SeedLog(resumable, _resume_key(cfg, agent, list(rows)))
+    played = _play(cfg, env_id, list(rows.values()), envs, draw, on_seed, log)
     bar.close()
     report = _report(cfg, env_id, agent, lewm, held, held_note, played)
     all_pairs = [p for pairs in played.seed_pairs for p in pairs]
@@ -174,6 +181,7 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
                                          oracle_iterations=cfg.oracle_iterations)
     if cfg.video:
         report["videos"] = played.videos
+    log.finish()  # every seed is in the report now
     for e in envs:
         e.close()
     if rf:
@@ -196,13 +204,39 @@ def _env_of(cfg: EvalConfig, meta: CheckpointMeta, rf: RolloutFile | None) -> tu
     return env_id, env_kwargs
 
 
+def _resume_key(cfg: EvalConfig, agent: LeWMAgent, rows: list[str]) -> dict[str, Any]:
+    """What makes two evaluations the same one (whose finished seeds may be reused)."""
+    return {"weights": weights_sha256(cfg.checkpoint), "data": cfg.data, "env_id": cfg.env_id,
+            "episodes": cfg.episodes, "goal_offset": cfg.goal_offset, "goal_steps": cfg.goal_steps,
+            "budget": cfg.budget, "planner": agent.planner_cfg.to_dict(), "rows": rows,
+            "precision": agent.precision_choice.precision}
+
+
+def _resumed(played: _Played, rows: list[Row], seed: int, done: dict[str, Any]) -> None:
+    for row in rows:
+        played.results[row.name][seed] = np.asarray(done["rows"][row.name]["success"], bool)
+        played.seconds[row.name] += done["rows"][row.name]["seconds"]
+        if isinstance(row, LeWMRow):
+            row.plan_times += done["plan_times"]
+            row.steps += done["steps"]
+
+
 def _play(cfg: EvalConfig, env_id: str, rows: list[Row], envs: list[gym.Env],
-          draw: Callable[[int], tuple[list[Pair], int]], on_seed: Callable[[str, int, float], None] | None) -> _Played:
-    """Every row plays each seed's pairs, the same pairs for every row."""
+          draw: Callable[[int], tuple[list[Pair], int]], on_seed: Callable[[str, int, float], None] | None,
+          log: SeedLog) -> _Played:
+    """Every row plays each seed's pairs, the same pairs for every row; seeds in `log` are not replayed."""
     played = _Played({row.name: {} for row in rows}, {row.name: 0.0 for row in rows})
+    lewm = next(row for row in rows if isinstance(row, LeWMRow))
     for seed in cfg.seeds:
         pairs, played.skipped[seed] = draw(seed)
         played.seed_pairs.append(pairs)
+        done = log.get(seed)
+        if done is not None:
+            _resumed(played, rows, seed, done)
+            if lewm.progress is not None:
+                lewm.progress.update(cfg.budget)
+            continue
+        times_before, steps_before, seconds_before = len(lewm.plan_times), lewm.steps, dict(played.seconds)
         for row in rows:
             record = ({i: [] for i in range(min(cfg.video_episodes, len(pairs)))}
                       if cfg.video and row.films else None)
@@ -216,6 +250,10 @@ def _play(cfg: EvalConfig, env_id: str, rows: list[Row], envs: list[gym.Env],
             row.played()
             if on_seed:
                 on_seed(row.name, seed, float(success.mean()))
+        log.put(seed, {"skipped": played.skipped[seed], "plan_times": lewm.plan_times[times_before:],
+                       "steps": lewm.steps - steps_before,
+                       "rows": {r.name: {"success": played.results[r.name][seed].tolist(),
+                                         "seconds": played.seconds[r.name] - seconds_before[r.name]} for r in rows}})
     return played
 
 
