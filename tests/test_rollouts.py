@@ -114,3 +114,34 @@ def test_reader_rejects_malformed_files(tmp_path):
         RolloutFile(tmp_path / "junk.h5")
     with pytest.raises(FileNotFoundError):
         RolloutFile(tmp_path / "missing.h5")
+
+
+def _damage_episode(path, episode: int) -> None:
+    """Overwrite a few bytes inside one pixel chunk of `episode` (its first frame) on disk."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        row = int(f["episode_ends"][episode - 1]) if episode else 0
+        info = f["pixels"].id.get_chunk_info_by_coord((row, 0, 0, 0))
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(b"\xde\xad\xbe\xef" * 4)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_damaged_pixels_are_named_by_file_column_and_episode(tmp_path, compression, capsys):
+    from lewm_agent.cli import main
+    from lewm_agent.data.collect import CollectConfig, collect
+    data = tmp_path / "d.h5"
+    collect(CollectConfig("lewm/TwoRoom-v0", 4, str(data), env_kwargs={"image_size": 32}, compression=compression,
+                          progress=False))
+    _damage_episode(data, 2)
+    with RolloutFile(data) as rf:
+        rf.read("pixels", 0, int(rf.episode_ends[1]))  # episodes 0 and 1 still read
+        with pytest.raises(ValueError, match=r"d\.h5: column 'pixels', episode 2 \(rows \d+-\d+\): damaged data"):
+            rf.read("pixels")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), "--preset", "tiny", "--steps", "2",
+                 "--batch-size", "4", "--no-progress"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "column 'pixels', episode 2" in err[-1]
+    assert not out.exists()  # no empty run folder left behind

@@ -23,6 +23,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .damage import damaged, read_rows
+
 LEDGER = ("ep_len", "ep_offset")
 ALIASES = {"observation": "proprio"}  # our column name -> the reference's
 
@@ -117,6 +119,12 @@ class ReferenceRollouts:
         if key not in self.file:
             raise KeyError(f"{self.path}: no column {name!r} (reference layout; columns: {sorted(self.file)})")
         return self.file[key]
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return read_rows(self, name, start, stop)
+
+    def damaged(self, name: str, start: int, stop: int, error: Exception) -> ValueError:
+        return damaged(self, name, start, stop, error)
 
     def episode(self, i: int, columns: tuple[str, ...] = ("pixels", "action", "observation", "state")) -> dict:
         if not 0 <= i < self.num_episodes:

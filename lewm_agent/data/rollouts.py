@@ -24,6 +24,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .damage import damaged, read_rows
+
 FORMAT_VERSION = 1
 COLUMNS = {"pixels": np.uint8, "action": np.float32, "observation": np.float32, "state": np.float64}
 INDEX_COLUMNS = ("episode_index", "step_index")
@@ -121,7 +123,8 @@ class RolloutWriter:
             rows = self.frames_per_chunk if name == "pixels" else max(1, 65536 // max(1, arr[0].nbytes))
             f.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=arr.dtype,
                              chunks=(rows, *tail), compression=self.compression,
-                             compression_opts=self.compression_opts, track_times=False)
+                             compression_opts=self.compression_opts, track_times=False,
+                             fletcher32=True)  # a checksum per chunk: damage is found on read, not passed on
             self._schema[name] = (tail, arr.dtype)
         self._episode_cols = list(info)
         for name in [*info, "episode_ends"]:
@@ -273,7 +276,14 @@ class RolloutFile:
         if not 0 <= i < self.num_episodes:
             raise IndexError(f"episode {i} out of range [0, {self.num_episodes})")
         a, b = int(self.episode_starts[i]), int(self.episode_ends[i])
-        return {c: self.column(c)[a:b] for c in columns}
+        return {c: self.read(c, a, b) for c in columns}
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows start..stop of a column; damaged data is named (file, column, episode): see damage.py."""
+        return read_rows(self, name, start, stop)
+
+    def damaged(self, name: str, start: int, stop: int, error: Exception) -> ValueError:
+        return damaged(self, name, start, stop, error)
 
     def close(self) -> None:
         self.file.close()

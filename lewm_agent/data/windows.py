@@ -152,7 +152,10 @@ class StreamWindows(torch.utils.data.Dataset):
         # One read per frame: h5py's fancy/strided selections are ~70x slower than plain reads here.
         frames = np.empty((rows.size, *column.shape[1:]), np.uint8)
         for i, r in enumerate(rows.reshape(-1)):
-            frames[i] = column[int(r)]
+            try:
+                frames[i] = column[int(r)]
+            except OSError as e:
+                raise self._rf.damaged("pixels", int(r), int(r) + 1, e) from None
         pixels = torch.from_numpy(frames.reshape(*rows.shape, *column.shape[1:]))  # (B, h+1, H, W, 3)
         actions = torch.from_numpy(_blocks(self.norm_actions, self.spec.action_rows(s), self.spec))
         return pixels, actions

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from ..checkpoint import CheckpointMeta
+from ..data.damage import reading
 from ..data.rollouts import RolloutFile
 from ..data.windows import split_episodes
 from ..progress import Progress
@@ -61,7 +62,8 @@ def sample_pairs(rf: RolloutFile, episodes: np.ndarray, n: int, offset: int, see
             continue
         seen.add((ep, t))
         row = int(rf.episode_starts[ep]) + t
-        pair = Pair(states[row], states[row + offset], actions[row:row + offset], ep, t)
+        with reading(rf, "state", row, row + offset + 1):
+            pair = Pair(states[row], states[row + offset], actions[row:row + offset], ep, t)
         if solved(pair):
             skipped += 1
             continue

@@ -20,6 +20,7 @@ import torch
 from lewm_envs import check_pixel_settings, env_class
 
 from ..checkpoint import load_checkpoint
+from ..data.damage import reading
 from ..data.rollouts import RolloutFile
 from ..data.windows import split_episodes
 from ..device import resolve_device
@@ -133,7 +134,8 @@ def embed_rows(model: torch.nn.Module, rf: RolloutFile, rows: np.ndarray, device
     pix = rf.column("pixels")
     out = []
     for i in range(0, len(rows), batch):
-        frames = torch.from_numpy(pix[rows[i:i + batch]]).to(device)       # (n, H, W, 3) uint8
+        with reading(rf, "pixels", int(rows[i]), int(rows[min(i + batch, len(rows)) - 1]) + 1):
+            frames = torch.from_numpy(pix[rows[i:i + batch]]).to(device)   # (n, H, W, 3) uint8
         out.append(model.encode(frames[:, None]).squeeze(1).float().cpu())  # (n, D)
     return torch.cat(out).numpy().astype(np.float64)
 

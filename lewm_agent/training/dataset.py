@@ -49,7 +49,7 @@ def load_data(rf: RolloutFile, cfg: TrainConfig, model_cfg: ModelConfig, ranks: 
         raise ValueError(f"{cfg.data}: no training window of {spec.span + 1} env steps (history {spec.history} x "
                          f"frameskip {spec.frameskip}); episodes are {int(rf.episode_lengths.max())} frames at most")
     val_starts = np.sort(np.random.default_rng(cfg.seed).permutation(val_starts)[:cfg.val_windows])
-    actions = rf.column("action")[:rf.num_frames]
+    actions = rf.read("action")
     low = rf.attr("action_low", [-1.0] * rf.action_dim)
     high = rf.attr("action_high", [1.0] * rf.action_dim)
     check_actions(actions, rf.episode_ends, low, high)
@@ -68,7 +68,7 @@ def data_mode(cfg: TrainConfig, rf: RolloutFile) -> str:
 
 def memory_sources(rf: RolloutFile, data: TrainingData, device: torch.device) -> Sources:
     """Windows over the file's pixels read once into memory (onto the GPU where they fit)."""
-    pixels = rf.column("pixels")[:rf.num_frames]
+    pixels = rf.read("pixels")
     keep_on = device if _fits_on(device, pixels.nbytes) else torch.device("cpu")
     source = MemoryWindows(pixels, data.norm_actions, data.train_starts, data.spec, keep_on)
     return source, MemoryWindows(source.pixels, data.norm_actions, data.val_starts, data.spec, keep_on)

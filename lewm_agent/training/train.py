@@ -160,11 +160,16 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
         if cfg.batch_size % ranks.world:
             raise ValueError(f"batch_size: the global batch {cfg.batch_size} must split evenly over the "
                              f"{ranks.world} processes")
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        out, made = Path(cfg.out), not Path(cfg.out).exists()
+        out.mkdir(parents=True, exist_ok=True)
         if not ranks.main:
             return _train(cfg, ranks, device, model_overrides, command, planner)
-        with RunLock(cfg.out):
-            return _train(cfg, ranks, device, model_overrides, command, planner)
+        try:
+            with RunLock(cfg.out):
+                return _train(cfg, ranks, device, model_overrides, command, planner)
+        finally:
+            if made and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # a run that failed before writing anything leaves no empty folder
     finally:
         teardown()
 
