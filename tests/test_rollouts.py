@@ -117,14 +117,16 @@ def test_reader_rejects_malformed_files(tmp_path):
 
 
 def _damage_episode(path, episode: int) -> None:
-    """Overwrite a few bytes inside one pixel chunk of `episode` (its first frame) on disk."""
+    """Overwrite a few bytes inside every pixel chunk (one frame each) of `episode` on disk."""
     import h5py
     with h5py.File(path, "r") as f:
-        row = int(f["episode_ends"][episode - 1]) if episode else 0
-        info = f["pixels"].id.get_chunk_info_by_coord((row, 0, 0, 0))
+        ends = f["episode_ends"][:]
+        first, stop = (int(ends[episode - 1]) if episode else 0), int(ends[episode])
+        chunks = [f["pixels"].id.get_chunk_info_by_coord((row, 0, 0, 0)) for row in range(first, stop)]
     with open(path, "r+b") as fh:
-        fh.seek(info.byte_offset + info.size // 2)
-        fh.write(b"\xde\xad\xbe\xef" * 4)
+        for info in chunks:
+            fh.seek(info.byte_offset + info.size // 2)
+            fh.write(b"\xde\xad\xbe\xef" * 4)
 
 
 @pytest.mark.parametrize("compression", ["gzip", "none"])
@@ -145,3 +147,9 @@ def test_damaged_pixels_are_named_by_file_column_and_episode(tmp_path, compressi
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "column 'pixels', episode 2" in err[-1]
     assert not out.exists()  # no empty run folder left behind
+    for episode in (0, 1, 3):  # every episode damaged: the streamed windows must meet one
+        _damage_episode(data, episode)
+    assert main(["train", "--data", str(data), "--out", str(out), "--preset", "tiny", "--steps", "10",
+                 "--batch-size", "4", "--data-mode", "stream", "--workers", "1", "--no-progress"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]  # read in a worker process
+    assert len(err) == 1 and "column 'pixels', episode " in err[-1] and not out.exists()

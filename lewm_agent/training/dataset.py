@@ -95,5 +95,8 @@ def batches(source: MemoryWindows | StreamWindows, start: int, cfg: TrainConfig,
     loader = torch.utils.data.DataLoader(
         source, batch_size=None, shuffle=False, num_workers=cfg.workers, pin_memory=device.type == "cuda",
         prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
-    for pixels, actions in loader:
-        yield pixels.to(device, non_blocking=True), actions.to(device, non_blocking=True)
+    try:
+        for pixels, actions in loader:
+            yield pixels.to(device, non_blocking=True), actions.to(device, non_blocking=True)
+    except ValueError as e:  # a worker's (e.g. damaged data): torch adds its traceback; keep the one line
+        raise ValueError(str(e).strip().splitlines()[-1].removeprefix("ValueError: ")) from None
