@@ -29,8 +29,9 @@ so the data also shows what happens after actions the expert would not take.
 Paper pace (`PAPER_PACED`): human demonstrators reach the block quickly and push slowly, so
 their disc touches the block most of the time. `approach_speed` paces the steps that do not push
 apart from `max_speed`; with far, strongly rotated goals (the env kwargs below) the episodes last
-as long as the paper's human Push-T data (125 frames on average) and the disc is in contact on
-about half of the frames, against 18% for the paced expert alone.
+as long as the paper's human Push-T data (125 frames on average; 132 in a 3000-episode file and
+122 in a 300-episode one) and the disc is in contact on about half of the frames (50.2%, 50.7%),
+against 18% for the paced expert alone.
 """
 from __future__ import annotations
 
