@@ -15,15 +15,13 @@ has no attributes: no env id (eval uses the checkpoint's), no action bounds (tra
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 
-from .damage import damaged, read_rows
+from .view import EpisodeView
 
 LEDGER = ("ep_len", "ep_offset")
 ALIASES = {"observation": "proprio"}  # our column name -> the reference's
@@ -38,7 +36,7 @@ def is_reference(path: str | os.PathLike) -> bool:
         return False  # not HDF5 (or still being written): RolloutFile reports it
 
 
-class ReferenceRollouts:
+class ReferenceRollouts(EpisodeView):
     """Read-only view of a reference dataset file, with RolloutFile's properties and methods."""
 
     def __init__(self, path: str | os.PathLike):
@@ -74,72 +72,11 @@ class ReferenceRollouts:
             raise ValueError(f"{p}: column {short[0]!r} has {f[short[0]].shape[0]} rows, episodes need {n}")
         self.episode_starts, self.episode_ends = starts, ends
 
-    @property
-    def num_episodes(self) -> int:
-        return len(self.episode_ends)
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.episode_ends[-1])
-
-    @property
-    def episode_lengths(self) -> np.ndarray:
-        return self.episode_ends - self.episode_starts
-
-    @property
-    def action_dim(self) -> int:
-        return int(self.file["action"].shape[1])
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        return tuple(self.file["pixels"].shape[1:3])  # type: ignore[return-value]
-
-    def attr(self, key: str, default: Any = None) -> Any:
-        if key not in self.file.attrs:
-            return default
-        v = self.file.attrs[key]
-        v = v.decode() if isinstance(v, bytes) else v
-        if isinstance(v, str):
-            try:
-                return json.loads(v)
-            except json.JSONDecodeError:
-                return v
-        return v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v
-
-    @property
-    def env_id(self) -> str | None:
-        return self.attr("env_id")
-
-    @property
-    def env_kwargs(self) -> dict[str, Any]:
-        return self.attr("env_kwargs", {}) or {}
-
     def column(self, name: str) -> h5py.Dataset:
         key = name if name in self.file else ALIASES.get(name, name)
         if key not in self.file:
             raise KeyError(f"{self.path}: no column {name!r} (reference layout; columns: {sorted(self.file)})")
         return self.file[key]
-
-    def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return read_rows(self, name, start, stop)
-
-    def damaged(self, name: str, start: int, stop: int, error: Exception) -> ValueError:
-        return damaged(self, name, start, stop, error)
-
-    def episode(self, i: int, columns: tuple[str, ...] = ("pixels", "action", "observation", "state")) -> dict:
-        if not 0 <= i < self.num_episodes:
-            raise IndexError(f"episode {i} out of range [0, {self.num_episodes})")
-        a, b = int(self.episode_starts[i]), int(self.episode_ends[i])
-        return {c: self.column(c)[a:b] for c in columns}
-
-    def close(self) -> None:
-        self.file.close()
-
-    def __enter__(self) -> ReferenceRollouts:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 __all__ = ["ReferenceRollouts", "is_reference"]
