@@ -24,12 +24,19 @@ import gymnasium as gym
 import numpy as np
 
 
+def _goal_steps(name: str, steps: Any) -> int | None:
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise ValueError(f"{name}: expected None or an int >= 1, got {steps!r}")
+    return None if steps is None else int(steps)
+
+
 class GoalPixelEnv(gym.Env):
     """Goal-conditioned pixel env: observations hold the current image (`pixels`), the goal image
     (`goal`), a low-dimensional `observation` and the `achieved_goal` / `desired_goal` vectors;
     `info["is_success"]` every step; `get_state` / `set_state` for exact replay;
     `reset(options=...)` takes a `state`, a `goal_state` or `goal_steps` (a goal the env's expert
-    reaches). Subclasses implement the simulator hooks listed in the module docstring."""
+    reaches); the constructor's `goal_steps` is the default of every reset. Subclasses implement
+    the simulator hooks listed in the module docstring."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     pixel_kwargs: tuple[str, ...] = ("image_size",)  # constructor arguments that change the images
@@ -40,7 +47,7 @@ class GoalPixelEnv(gym.Env):
     action_dim: int
 
     def __init__(self, image_size: int = 64, render_mode: str | None = None, terminate_on_success: bool = True,
-                 render_size: int | None = 256, render_goal: str = "beside"):
+                 render_size: int | None = 256, render_goal: str = "beside", goal_steps: int | None = None):
         if not isinstance(image_size, (int, np.integer)) or image_size < 8:
             raise ValueError(f"image_size: expected an int >= 8, got {image_size!r}")
         if render_mode not in (None, "rgb_array"):
@@ -50,6 +57,10 @@ class GoalPixelEnv(gym.Env):
                              f"got {render_size!r}")
         if render_goal not in RENDER_GOAL:
             raise ValueError(f"render_goal: expected one of {RENDER_GOAL}, got {render_goal!r}")
+        # The goal of a reset without goal options: an arbitrary pose (None), or where the expert gets
+        # in k steps. Vector envs (and SB3's) reset finished sub-envs without options, so this is how
+        # every episode of `evaluate_policy` gets a reachable goal.
+        self.goal_steps = _goal_steps("goal_steps", goal_steps)
         self.image_size = int(image_size)
         self.render_mode = render_mode
         self.render_size = self.image_size if render_size is None else int(render_size)
@@ -126,11 +137,11 @@ class GoalPixelEnv(gym.Env):
         if unknown:
             raise ValueError(f"options: unknown key(s) {unknown}; expected 'state', 'goal_state' and/or "
                              "'goal_steps'")
-        steps = options.get("goal_steps")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
-            raise ValueError(f"options['goal_steps']: expected an int >= 1, got {steps!r}")
+        steps = _goal_steps("options['goal_steps']", options.get("goal_steps"))
         if steps is not None and options.get("goal_state") is not None:
             raise ValueError("options: give 'goal_state' or 'goal_steps', not both")
+        if steps is None and options.get("goal_state") is None:
+            steps = self.goal_steps
         state = (self._check_state("state", options["state"]) if options.get("state") is not None
                  else self._sample_state())
         if steps is not None:

@@ -152,6 +152,20 @@ def shipped_checkpoints() -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if (p / CONFIG).is_file()}
 
 
+def shipped_planner(env_id: str | None) -> dict[str, Any]:
+    """The planner settings of the shipped checkpoint for `env_id` ({} if none is shipped).
+
+    A model trained on that env's data starts from the settings measured best there, not from
+    the untuned PlannerConfig defaults. The cost probe's weight is left out: it needs a probe
+    fitted to the new weights.
+    """
+    for folder in shipped_checkpoints().values():
+        config = json.loads((folder / CONFIG).read_text())
+        if env_id is not None and config.get("env_id") == env_id:
+            return {k: v for k, v in config.get("planner", {}).items() if k != "probe_weight"}
+    return {}
+
+
 def is_shipped(folder: str | os.PathLike) -> bool:
     """Whether `folder` is one of the checkpoints installed with the package."""
     here = Path(folder).resolve()

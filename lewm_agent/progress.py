@@ -1,13 +1,22 @@
-"""Progress for long jobs that stays readable in logs.
+"""Progress for long jobs that stays readable in logs, and whose ETA can be trusted.
 
 tqdm draws a bar on a terminal, but switches itself off when stderr is not one (CI logs,
 `nohup`, `setsid ... > log`), so a 20-minute evaluation printed nothing. Off a terminal this
-prints one plain line every `interval` seconds instead: done/total, rate, elapsed and ETA.
+prints one plain line at least every `interval` seconds instead, from a heartbeat thread, so a
+single slow unit (one batched CEM solve can take a minute) does not silence the log.
+
+The ETA comes from the rate over the most recent units (a tenth of the total by default), not
+since the start: the first units of a phase are often slow (warm-up, a precision probe,
+compilation) and an average from the start overstated the remaining time many-fold. The rate is
+measured up to now, so a unit that is taking long raises the ETA while it runs. No ETA is shown
+before a unit is done.
 """
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections import deque
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -22,24 +31,36 @@ def _clock(seconds: float) -> str:
 class Progress:
     """`update(n)`, `set_postfix(**values)`, `close()`; a context manager.
 
-    enabled: False prints nothing. interval: seconds between plain lines off a terminal.
+    enabled: False prints nothing. interval: most seconds between plain lines off a terminal.
+    recent: share of `total` (in units, at least one) the rate and ETA are measured over.
     """
 
     def __init__(self, total: int, desc: str, unit: str = "it", initial: int = 0, enabled: bool = True,
-                 interval: float = 30.0, stream: TextIO | None = None):
+                 interval: float = 30.0, stream: TextIO | None = None, recent: float = 0.1):
         self.total, self.desc, self.unit, self.done = int(total), desc, unit, int(initial)
         self.stream = stream or sys.stderr
         self.interval, self.postfix = float(interval), ""
-        self._bar = None
+        self._recent = max(1, int(round(recent * self.total)))
+        self._bar, self._beat = None, None
         self._plain = enabled and not (hasattr(self.stream, "isatty") and self.stream.isatty())
         if enabled and not self._plain:
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream,
                              dynamic_ncols=True)
         self._t0 = self._last = time.monotonic()
         self._start = self.done
+        self._seen: deque[tuple[float, int]] = deque([(self._t0, self.done)])  # (time, done) at updates
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        if self._plain and self.interval > 0:
+            self._beat = threading.Thread(target=self._heartbeat, name=f"progress {desc}", daemon=True)
+            self._beat.start()
 
     def update(self, n: int = 1) -> None:
-        self.done += n
+        with self._lock:
+            self.done += n
+            self._seen.append((time.monotonic(), self.done))
+            # keep one sample at or before the window's first unit, so the rate spans `recent` units
+            while len(self._seen) > 2 and self._seen[1][1] <= self.done - self._recent:
+                self._seen.popleft()
         if self._bar is not None:
             self._bar.update(n)
         elif self._plain and time.monotonic() - self._last >= self.interval:
@@ -50,26 +71,46 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix(**values)
 
-    def line(self) -> str:
+    def rate(self) -> float | None:
+        """Units per second over the recent units, up to now; None until a unit is done."""
+        with self._lock:
+            if self.done == self._start:
+                return None
+            t, done = self._seen[0]
+            return (self.done - done) / max(time.monotonic() - t, 1e-9)
+
+    def line(self, final: bool = False) -> str:
         """The plain progress line: what off-terminal logs show."""
-        elapsed = time.monotonic() - self._t0
-        rate = (self.done - self._start) / elapsed if elapsed > 0 else 0.0
-        eta = _clock((self.total - self.done) / rate) if rate > 0 else "?"
+        elapsed, rate = time.monotonic() - self._t0, self.rate()
         share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        text = (f"{self.desc}: {self.done}/{self.total} {self.unit}{share}, {rate:.3g} {self.unit}/s, "
-                f"elapsed {_clock(elapsed)}, eta {eta}")
+        speed = f"{rate:.3g} {self.unit}/s" if rate is not None else f"first {self.unit} running"
+        if final:
+            tail = f"done in {_clock(elapsed)}"
+        else:
+            eta = _clock(max(self.total - self.done, 0) / rate) if rate else "?"
+            tail = f"elapsed {_clock(elapsed)}, eta {eta}"
+        text = f"{self.desc}: {self.done}/{self.total} {self.unit}{share}, {speed}, {tail}"
         return f"{text}, {self.postfix}" if self.postfix else text
 
-    def _print(self) -> None:
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(min(self.interval, 1.0)):
+            if time.monotonic() - self._last >= self.interval:
+                self._print()
+
+    def _print(self, final: bool = False) -> None:
         self._last = time.monotonic()
-        print(self.line(), file=self.stream, flush=True)
+        print(self.line(final), file=self.stream, flush=True)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self._plain and self.done > self._start:
-            self._print()  # the final count, however short the job
+        elif self._plain:
+            self._print(final=True)  # the final count and the phase's wall time, however short the job
             self._plain = False
 
     def __enter__(self) -> Progress:

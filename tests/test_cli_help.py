@@ -19,3 +19,21 @@ def test_help_matches_the_snapshot(command, monkeypatch, capsys):
         main(([] if command == "top" else [command]) + ["--help"])
     assert e.value.code == 0
     assert capsys.readouterr().out == (SNAPSHOTS / f"help_{command}.txt").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--checkpoint", "pusht", "--data", "x.h5", "--card-name", "hard"],
+     "--card-name: only means something with --card"),
+    (["eval", "--checkpoint", "pusht", "--data", "x.h5", "--video-episodes", "4"],
+     "--video-episodes: only means something with --video"),
+    (["eval", "--checkpoint", "pusht", "--data", "x.h5", "--oracle-samples", "8"],
+     "--oracle-samples: only means something with --diagnose"),
+    (["demo", "--train", "--checkpoint", "pusht"], "--train and --checkpoint cannot be combined"),
+    (["demo", "--steps", "100"], "--steps: only means something with --train"),
+    (["probe", "--checkpoint", "pusht", "--data", "x.h5", "--cost-probe", "block_xy", "--card"],
+     "--cost-probe and --card cannot be combined"),
+])
+def test_a_dangling_or_conflicting_flag_is_refused_in_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"lewm {argv[0]}: error: {err.split(': error: ', 1)[1]}" and message in err and "\n" not in err

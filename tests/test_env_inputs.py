@@ -1,6 +1,7 @@
 """The envs' reset options and actions: accepted, or refused by name."""
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -28,3 +29,16 @@ def test_env_reset_options_and_actions_are_accepted_or_refused_by_name(options, 
         env.step(np.asarray(action, np.float32))
     except ValueError as e:
         assert str(e).startswith("action")
+
+
+def test_the_constructors_goal_steps_is_every_resets_default():
+    import gymnasium as gym
+    env = gym.make("lewm/TwoRoom-v0", image_size=32, goal_steps=10)
+    plain = gym.make("lewm/TwoRoom-v0", image_size=32)
+    by_option = plain.reset(seed=3, options={"goal_steps": 10})[0]["desired_goal"]
+    assert np.array_equal(env.reset(seed=3)[0]["desired_goal"], by_option)
+    assert not np.array_equal(plain.reset(seed=3)[0]["desired_goal"], by_option)  # arbitrary without it
+    far = env.reset(seed=3, options={"goal_steps": 40})[0]["desired_goal"]  # an option still wins
+    assert not np.array_equal(far, by_option)
+    with pytest.raises(ValueError, match=r"goal_steps: expected None or an int >= 1, got 0"):
+        gym.make("lewm/TwoRoom-v0", goal_steps=0)

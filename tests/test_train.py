@@ -129,3 +129,26 @@ def test_batchnorm_statistics_are_recalibrated_to_exact_averages(dot_dataset):
         assert len(seen[id(m)]) == 3 and m.momentum == 0.1  # momentum restored for training
         means = torch.stack([x.mean(0) for x in seen[id(m)]])
         torch.testing.assert_close(m.running_mean, means.mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_a_short_run_fits_its_warmup_and_intervals_and_says_so(dot_dataset, tmp_path, caplog):
+    short = cfg(dot_dataset, tmp_path / "short", steps=30, warmup_steps=500, eval_interval=500, ckpt_interval=15)
+    assert (short.run_warmup, short.run_eval_interval, short.run_ckpt_interval) == (6, 10, 15)
+    assert short.warmup_steps == 500  # stored as given: a resume with another --steps is the same run
+    assert train_mod.lr_at(6, short) == short.lr  # the peak is reached
+    with caplog.at_level("INFO", logger="lewm_agent.training.train"):
+        train(short)
+    notes = [r.getMessage() for r in caplog.records if "fitted to the run's length" in r.getMessage()]
+    assert notes == ["fitted to the run's length: warmup_steps 500 -> 6 (at most a fifth of --steps 30)",
+                     "fitted to the run's length: eval_interval 500 -> 10 (over half, so a third of --steps 30)"]
+    assert [r["step"] for r in read_log(tmp_path / "short") if "val/pred_loss" in r] == [10, 20, 30]
+
+
+def test_a_trained_checkpoint_plans_with_its_envs_shipped_settings(two_room_ck, trained_checkpoint):
+    from lewm_agent.checkpoint import read_meta, shipped_checkpoints, shipped_planner
+    from lewm_agent.config import PlannerConfig
+    shipped = read_meta(shipped_checkpoints()["two_room"]).planner
+    assert shipped != PlannerConfig()  # the tuned settings differ from the untuned defaults
+    assert read_meta(two_room_ck).planner == shipped
+    assert PlannerConfig.from_dict(shipped_planner("lewm/TwoRoom-v0")) == shipped
+    assert read_meta(trained_checkpoint).planner == PlannerConfig()  # an env nothing is shipped for

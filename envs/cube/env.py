@@ -169,12 +169,12 @@ class CubeEnv(GoalPixelEnv):
 
     def __init__(self, image_size: int = 64, render_mode: str | None = None, terminate_on_success: bool = True,
                  render_quality: str = "fast", camera: str = "front_pixels", render_size: int | None = 256,
-                 render_goal: str = "beside", share_sim: bool = True):
+                 render_goal: str = "beside", share_sim: bool = True, goal_steps: int | None = None):
         if render_quality not in RENDER_QUALITIES:
             raise ValueError(f"render_quality: expected one of {sorted(RENDER_QUALITIES)}, got {render_quality!r}")
         if camera not in CAMERAS:
             raise ValueError(f"camera: expected one of {list(CAMERAS)}, got {camera!r}")
-        super().__init__(image_size, render_mode, terminate_on_success, render_size, render_goal)
+        super().__init__(image_size, render_mode, terminate_on_success, render_size, render_goal, goal_steps)
         self.render_quality, self.camera, self.share_sim = render_quality, camera, bool(share_sim)
         backend = _SHARED.get("cube") if share_sim else None
         if backend is None:

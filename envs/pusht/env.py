@@ -96,10 +96,10 @@ class PushTEnv(GoalPixelEnv):
 
     def __init__(self, image_size: int = 96, render_mode: str | None = None, terminate_on_success: bool = True,
                  goal_shift: tuple[float, float] = (30.0, 120.0), goal_rotation: float = math.pi / 2,
-                 render_size: int | None = 256, render_goal: str = "beside"):
+                 render_size: int | None = 256, render_goal: str = "beside", goal_steps: int | None = None):
         super().__init__(image_size=image_size, render_mode=render_mode,
                          terminate_on_success=terminate_on_success, render_size=render_size,
-                         render_goal=render_goal)
+                         render_goal=render_goal, goal_steps=goal_steps)
         self.goal_shift = _number_pair("goal_shift", goal_shift)
         if self.goal_shift[1] > 300:
             raise ValueError(f"goal_shift: max must be <= 300 px to fit the arena, got {goal_shift!r}")

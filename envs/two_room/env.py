@@ -133,10 +133,10 @@ class TwoRoomEnv(GoalPixelEnv):
 
     def __init__(self, image_size: int = 64, render_mode: str | None = None,
                  terminate_on_success: bool = True, speed: float = 5.0, render_size: int | None = 256,
-                 render_goal: str = "beside"):
+                 render_goal: str = "beside", goal_steps: int | None = None):
         super().__init__(image_size=image_size, render_mode=render_mode,
                          terminate_on_success=terminate_on_success, render_size=render_size,
-                         render_goal=render_goal)
+                         render_goal=render_goal, goal_steps=goal_steps)
         if isinstance(speed, bool) or not isinstance(speed, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(speed) or speed <= 0:
             raise ValueError(f"speed: expected a finite number > 0 (arena px per step), got {speed!r}")

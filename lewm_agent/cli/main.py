@@ -31,7 +31,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="{}", metavar="JSON",
                    help='ModelConfig overrides, e.g. \'{"image_size": 96}\'')
     p.add_argument("--planner", default="{}", metavar="JSON",
-                   help='planning defaults stored in the checkpoint, e.g. \'{"noise_beta": 2}\'')
+                   help="planning defaults stored in the checkpoint (by default those of the env's shipped "
+                        "checkpoint, measured best there, else the planner's own); keys given here replace them, "
+                        "e.g. '{\"noise_beta\": 2}'")
     add_options(p, TrainConfig, ["progress"])
 
 
@@ -288,9 +290,9 @@ DEMO_CHECKPOINT = "pusht"
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for the data, videos and report")
-    p.add_argument("--checkpoint", default=DEMO_CHECKPOINT,
-                   help="shipped name (pusht, two_room, cube) or checkpoint folder; its env and image size "
-                        "come from its config.json")
+    p.add_argument("--checkpoint", default=None,
+                   help=f"shipped name (pusht, two_room, cube) or checkpoint folder; its env and image size "
+                        f"come from its config.json (default: {DEMO_CHECKPOINT}; not with --train)")
     p.add_argument("--episodes", type=int, default=None,
                    help="episodes to collect (default 200 to draw pairs from; 400 Two-Room episodes with --train)")
     p.add_argument("--eval-episodes", type=int, default=50, help="start/goal pairs")
@@ -312,7 +314,7 @@ def _demo(a: argparse.Namespace) -> int:
     if a.train:
         env_id, env_kwargs = "lewm/TwoRoom-v0", {}
     else:
-        ckpt = resolve_checkpoint(a.checkpoint)
+        ckpt = resolve_checkpoint(a.checkpoint or DEMO_CHECKPOINT)
         meta = read_meta(ckpt)
         env_id, env_kwargs = meta.env_id, meta.env_kwargs
         # Unseen episodes of the same kind as the training data: the same expert settings (e.g. pace).
@@ -397,6 +399,32 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# Options that do something only beside another (dependent -> needed), and pairs that exclude each
+# other: given alone they would be silently ignored, so they are refused instead.
+NEEDS: dict[str, dict[str, str]] = {
+    "eval": {"card_name": "card", "force": "card", "video_episodes": "video", "diagnose_pairs": "diagnose",
+             "diagnose_windows": "diagnose", "oracle_samples": "diagnose", "oracle_iterations": "diagnose"},
+    "probe": {"force": "card"},
+    "demo": {"steps": "train"},
+}
+EXCLUDES: dict[str, list[tuple[str, str]]] = {
+    "probe": [("cost_probe", "card"), ("cost_probe", "out")],
+    "demo": [("train", "checkpoint")],
+}
+
+
+def _check_combination(cmd: str, p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a dangling or conflicting option in one line naming both flags."""
+    flags = {a.dest: a.option_strings[0] for a in p._actions if a.option_strings}
+    given = {a.dest for a in p._actions if a.option_strings and getattr(args, a.dest, a.default) != a.default}
+    for dep, needed in NEEDS.get(cmd, {}).items():
+        if dep in given and needed not in given:
+            raise ValueError(f"{flags[dep]}: only means something with {flags[needed]}, which was not given")
+    for one, other in EXCLUDES.get(cmd, []):
+        if one in given and other in given:
+            raise ValueError(f"{flags[one]} and {flags[other]} cannot be combined; drop one")
+
+
 def _show_defaults(p: argparse.ArgumentParser) -> None:
     """Append "(default: ...)" to every option that has a default and does not show it yet."""
     for action in p._actions:
@@ -411,8 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lewm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lewm_agent {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
+    parsers = {}
     for name, (help_, add_args, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = parsers[name] = sub.add_parser(name, help=help_, description=help_)
         add_args(p)
         _show_defaults(p)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -421,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args.command_line = "lewm " + shlex.join(argv)  # recorded in data files, checkpoints and cards
     try:
+        _check_combination(args.cmd, parsers[args.cmd], args)
         return COMMANDS[args.cmd][2](args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
         print(f"lewm {args.cmd}: error: {e}", file=sys.stderr)

@@ -148,7 +148,17 @@ class LeWMAgent:
                         planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
                         compile: str | None = None, **planner_overrides: Any) -> LeWMAgent:
         """Load a checkpoint folder or a shipped checkpoint by name ("pusht", "two_room", "cube"), from
-        any working directory. Planner settings: the checkpoint's, then `planner`, then overrides."""
+        any working directory.
+
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
+        planner: a whole PlannerConfig replacing the checkpoint's planning defaults.
+        seed: the planner's sampling seed (plans are reproducible for a seed).
+        precision, compile: as in the constructor.
+        planner_overrides: single PlannerConfig fields over those (e.g. num_samples=600): num_samples,
+            num_iterations, num_elites, std, horizon, receding_horizon, warm_start, noise_beta,
+            cost ("final" | "min") and probe_weight (> 0 needs the checkpoint's cost probe). An
+            unknown name is a TypeError.
+        """
         dev = resolve_device(device)
         model, meta = load_checkpoint(path, dev)
         cfg = replace(planner or meta.planner, **planner_overrides)
@@ -226,6 +236,12 @@ class LeWMAgent:
                 f"replan every {p.receding_horizon}, cost={p.cost!r}))")
 
     def save(self, path: str | os.PathLike, **kwargs: Any) -> None:
+        """Write the agent as a checkpoint folder, with its current planner settings as the folder's
+        defaults (and its cost probe, re-tied to the weights written).
+
+        kwargs: `weights_dtype` ("float32", "float16" or "bfloat16", of model.safetensors) and
+        `card` (the model card's text, README.md).
+        """
         save_checkpoint(path, self.model, replace(self.meta, planner=self.planner_cfg), **kwargs)
         if self.cost_probe is not None:  # re-tied to the weights just written
             save_cost_probe(path, self.cost_probe[0].cpu().numpy(), self.cost_probe[1])

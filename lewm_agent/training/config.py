@@ -23,7 +23,8 @@ class TrainConfig:
                                   "processes", low=2)
     lr: float = option(5e-5, "peak AdamW learning rate", above=0)
     weight_decay: float = option(1e-3, "AdamW weight decay", low=0)
-    warmup_steps: int = option(500, "linear learning-rate warm-up, then cosine decay to 0", low=0)
+    warmup_steps: int = option(500, "linear learning-rate warm-up, then cosine decay to 0; at most a fifth of "
+                                    "--steps (a shorter run is told and gets that)", low=0)
     grad_clip: float = option(1.0, "gradient-norm clip", above=0)
     sigreg_weight: float | None = option(  # None: `default_sigreg_weight` of the preset
         None, "lambda, against the prediction loss summed over the latent dimensions (default: 0.09 x latent_dim "
@@ -32,8 +33,9 @@ class TrainConfig:
     knots: int = option(17, "SIGReg integration points on [0, 3]", low=2)
     val_fraction: float = option(0.1, "share of episodes held out for validation", low=0, below=1)
     val_windows: int = option(512, "fixed validation windows", low=1)
-    eval_interval: int = option(500, "steps between validations", low=1)
-    ckpt_interval: int = option(500, "steps between checkpoints (what an interruption can lose)", low=1)
+    eval_interval: int = option(500, "steps between validations; over half of --steps: a third of it", low=1)
+    ckpt_interval: int = option(500, "steps between checkpoints (what an interruption can lose); over half of "
+                                     "--steps: a third of it", low=1)
     log_interval: int = option(50, "steps between log.jsonl rows", low=1)
     seed: int = option(0, "data split, batches, SIGReg directions", low=0)
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
@@ -77,6 +79,34 @@ class TrainConfig:
         if not 0 < self.dist_timeout < math.inf:
             raise ValueError(f"dist_timeout: expected a positive number of seconds, got {self.dist_timeout}")
         check_ranges(self)  # every declared range (flags.py), after the checks above
+
+    # The defaults suit runs of thousands of steps; a short run must still reach its peak rate and
+    # validate and save more than once. Fitted when used (not stored), so that a run resumed with
+    # another --steps is still the same run.
+    @property
+    def run_warmup(self) -> int:
+        return min(self.warmup_steps, self.steps // 5)
+
+    @property
+    def run_eval_interval(self) -> int:
+        return _fit_interval(self.eval_interval, self.steps)
+
+    @property
+    def run_ckpt_interval(self) -> int:
+        return _fit_interval(self.ckpt_interval, self.steps)
+
+    def fit_notes(self) -> list[str]:
+        """One line per setting fitted to the run's length."""
+        fitted = (("warmup_steps", self.warmup_steps, self.run_warmup, "at most a fifth"),
+                  ("eval_interval", self.eval_interval, self.run_eval_interval, "over half, so a third"),
+                  ("ckpt_interval", self.ckpt_interval, self.run_ckpt_interval, "over half, so a third"))
+        return [f"{name} {given} -> {used} ({why} of --steps {self.steps})"
+                for name, given, used, why in fitted if used != given]
+
+
+def _fit_interval(interval: int, steps: int) -> int:
+    """An interval over half the run would act once, at its end: a third of the run instead."""
+    return interval if interval <= steps / 2 else max(1, math.ceil(steps / 3))
 
 
 def sequence_frames(cfg: TrainConfig, model_cfg: ModelConfig) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointMeta, save_checkpoint
+from ..checkpoint import CheckpointMeta, save_checkpoint, shipped_planner
 from ..config import PlannerConfig, preset
 from ..data.rollouts import RolloutFile
 from ..data.windows import MemoryWindows, StreamWindows
@@ -90,9 +90,10 @@ def train_precision(cfg: TrainConfig, model: WorldModel, source: MemoryWindows |
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up to `lr`, then cosine decay to 0 at `steps`."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    warmup = cfg.run_warmup
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -177,10 +178,13 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
 def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides: dict[str, Any] | None,
            command: str | None, planner: dict[str, Any] | None) -> Path:
     """Setup (data, metadata, model, resume, precision), then the loop."""
-    planner_cfg = PlannerConfig.from_dict(planner or {})
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     rf = RolloutFile(cfg.data)
+    planner_cfg = PlannerConfig.from_dict({**shipped_planner(rf.env_id), **(planner or {})})
+    if ranks.main:
+        for note in cfg.fit_notes():
+            logger.info("fitted to the run's length: %s", note)
     model_cfg = preset(cfg.preset, action_dim=rf.action_dim, **(model_overrides or {}))
     if cfg.sigreg_weight is None:  # resolved here so that the checkpoint records the lambda used
         cfg = replace(cfg, sigreg_weight=default_sigreg_weight(cfg.preset, model_cfg.latent_dim))
@@ -261,8 +265,8 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
                 if ranks.main:
                     _write(log, row)
                 bar.set_postfix(pred=f"{row['train/pred_loss']:.4f}", sigreg=f"{row['train/sigreg_loss']:.3f}")
-            val_due = (step % cfg.eval_interval == 0 or step == cfg.steps) and len(run.val_starts) >= 2
-            save_due = step % cfg.ckpt_interval == 0 or step == cfg.steps
+            val_due = (step % cfg.run_eval_interval == 0 or step == cfg.steps) and len(run.val_starts) >= 2
+            save_due = step % cfg.run_ckpt_interval == 0 or step == cfg.steps
             if val_due or save_due:  # both see the model as the planner will: eval mode, fresh BN statistics
                 recalibrate_batchnorm(model, run.source, cfg, device, bf16)  # every rank: global-batch statistics
             if val_due and ranks.main:
