@@ -23,8 +23,8 @@ class TrainConfig:
                                   "processes", low=2)
     lr: float = option(5e-5, "peak AdamW learning rate", above=0)
     weight_decay: float = option(1e-3, "AdamW weight decay", low=0)
-    warmup_steps: int = option(500, "linear learning-rate warm-up, then cosine decay to 0; at most a fifth of "
-                                    "--steps (a shorter run is told and gets that)", low=0)
+    warmup_steps: int = option(500, "linear learning-rate warm-up, then cosine decay to 0; one longer than "
+                                    "--steps becomes a fifth of it (the run says so)", low=0)
     grad_clip: float = option(1.0, "gradient-norm clip", above=0)
     sigreg_weight: float | None = option(  # None: `default_sigreg_weight` of the preset
         None, "lambda, against the prediction loss summed over the latent dimensions (default: 0.09 x latent_dim "
@@ -85,7 +85,7 @@ class TrainConfig:
     # another --steps is still the same run.
     @property
     def run_warmup(self) -> int:
-        return min(self.warmup_steps, self.steps // 5)
+        return self.warmup_steps if self.warmup_steps <= self.steps else self.steps // 5
 
     @property
     def run_eval_interval(self) -> int:
@@ -97,7 +97,7 @@ class TrainConfig:
 
     def fit_notes(self) -> list[str]:
         """One line per setting fitted to the run's length."""
-        fitted = (("warmup_steps", self.warmup_steps, self.run_warmup, "at most a fifth"),
+        fitted = (("warmup_steps", self.warmup_steps, self.run_warmup, "longer than the run, so a fifth"),
                   ("eval_interval", self.eval_interval, self.run_eval_interval, "over half, so a third"),
                   ("ckpt_interval", self.ckpt_interval, self.run_ckpt_interval, "over half, so a third"))
         return [f"{name} {given} -> {used} ({why} of --steps {self.steps})"
