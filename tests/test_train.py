@@ -139,7 +139,8 @@ def test_a_short_run_fits_its_warmup_and_intervals_and_says_so(dot_dataset, tmp_
     with caplog.at_level("INFO", logger="lewm_agent.training.train"):
         train(short)
     notes = [r.getMessage() for r in caplog.records if "fitted to the run's length" in r.getMessage()]
-    assert notes == ["fitted to the run's length: warmup_steps 500 -> 6 (longer than the run, so a fifth of --steps 30)",
+    assert notes == ["fitted to the run's length: warmup_steps 500 -> 6 (longer than the run, so a fifth of "
+                     "--steps 30)",
                      "fitted to the run's length: eval_interval 500 -> 10 (over half, so a third of --steps 30)"]
     assert [r["step"] for r in read_log(tmp_path / "short") if "val/pred_loss" in r] == [10, 20, 30]
 
