@@ -160,9 +160,9 @@ def shipped_planner(env_id: str | None) -> dict[str, Any]:
     fitted to the new weights.
     """
     for folder in shipped_checkpoints().values():
-        config = json.loads((folder / CONFIG).read_text())
-        if env_id is not None and config.get("env_id") == env_id:
-            return {k: v for k, v in config.get("planner", {}).items() if k != "probe_weight"}
+        meta = read_meta(folder)
+        if env_id is not None and meta.env_id == env_id:
+            return {k: v for k, v in meta.planner.to_dict().items() if k != "probe_weight"}
     return {}
 
 
