@@ -399,6 +399,9 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# Commands whose torch work slows many-fold when its threads outnumber the free cores.
+TORCH_COMMANDS = frozenset({"demo", "eval", "probe", "train"})
+
 # Options that do something only beside another (dependent -> needed), and pairs that exclude each
 # other: given alone they would be silently ignored, so they are refused instead.
 NEEDS: dict[str, dict[str, str]] = {
@@ -451,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = "lewm " + shlex.join(argv)  # recorded in data files, checkpoints and cards
     try:
         _check_combination(args.cmd, parsers[args.cmd], args)
+        if args.cmd in TORCH_COMMANDS:
+            from ..threads import fit_threads  # imports torch: not for --help
+            fit_threads()
         return COMMANDS[args.cmd][2](args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
         print(f"lewm {args.cmd}: error: {e}", file=sys.stderr)
