@@ -1,6 +1,7 @@
-"""The goal-conditioned actor: its tie to the weights, and the planner kinds."""
+"""The goal-conditioned actor: hindsight data, fitting, its tie to the weights, and the planner kinds."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import gymnasium as gym
@@ -11,9 +12,98 @@ from conftest import DotEnv
 
 from lewm_agent import LeWMAgent
 from lewm_agent.checkpoint import load_checkpoint, save_checkpoint
+from lewm_agent.cli import main
 from lewm_agent.config import PlannerConfig
-from lewm_agent.planning.actor import ActorConfig, GoalActor, load_actor, save_actor
+from lewm_agent.planning.actor import ACTOR, ActorConfig, GoalActor, load_actor, save_actor
 from lewm_agent.planning.planner import CEMPlanner
+from lewm_agent.training.actor_data import HindsightSet
+from lewm_agent.training.actor_fit import FitSettings, fit_actor, imagined_cost
+
+# ------------------------------------------------------- a synthetic world
+# A point moved by 2-D actions, FS env steps per block, seen through a fixed linear latent: the
+# right action towards a goal is known (its direction), and a toy "world model" imagines exactly.
+FS, SPEED = 2, 0.05
+LATENT = np.array([[1.0, 0.0, 0.5, -0.3], [0.0, 1.0, -0.4, 0.6]], np.float32)  # position (2) -> latent (4)
+
+
+def point_world(rng: np.random.Generator, episodes: int, length: int = 60) -> HindsightSet:
+    """Random smooth-action episodes of the point, as latents and actions (the data's "expert")."""
+    zs, acts = [], []
+    for _ in range(episodes):
+        pos, a = rng.uniform(0.2, 0.8, 2), rng.uniform(-1, 1, 2)
+        path, actions = [pos.copy()], []
+        for _ in range(length - 1):
+            a = np.clip(0.8 * a + 0.5 * rng.normal(size=2), -1, 1)
+            pos = pos + SPEED * a
+            path.append(pos.copy())
+            actions.append(a.copy())
+        zs.append(np.asarray(path) @ LATENT)
+        acts.append(np.vstack([actions, np.full((1, 2), np.nan)]))
+    return HindsightSet(np.concatenate(zs).astype(np.float32), np.concatenate(acts).astype(np.float32),
+                        np.cumsum([length] * episodes), FS)
+
+
+class PointModel:
+    """Exact imagination of the point world, with the world model's `rollout` interface."""
+
+    def rollout(self, ctx: torch.Tensor, actions: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
+        b, s, h, _ = actions.shape
+        m = torch.as_tensor(LATENT)
+        pos = torch.linalg.lstsq(m.T, ctx[:, -1].T).solution.T                     # (B, 2)
+        moves = actions.reshape(b, s, h, FS, 2).sum(3) * SPEED                     # (B, S, H, 2) per block
+        return (pos[:, None, None] + moves.cumsum(2)) @ m
+
+
+def reach_rate(policy, rng: np.random.Generator, n: int = 200, blocks: int = 12) -> float:
+    """Share of random start/goal pairs where closed-loop blocks of `policy(pos, goal)` get within 0.05."""
+    start = rng.uniform(0.3, 0.7, (n, 2))
+    goal = start + rng.uniform(-0.25, 0.25, (n, 2))
+    pos, reached = start.copy(), np.zeros(n, bool)
+    for _ in range(blocks):
+        block = policy(pos, goal)
+        for s in range(FS):
+            pos = pos + SPEED * np.clip(block[:, 2 * s:2 * s + 2], -1, 1)
+            reached |= np.linalg.norm(pos - goal, axis=1) < 0.05
+    return float(reached.mean())
+
+
+@pytest.mark.parametrize("objective", ["bc", "bc+imagine"])
+def test_the_actor_learns_a_synthetic_goal_reaching_task_far_above_chance(objective):
+    rng = np.random.default_rng(0)
+    train, val = point_world(rng, 60), point_world(rng, 10)
+    s = FitSettings(objective, steps=400, batch_size=128, lr=3e-3, hidden=64, horizon=3, max_goal_blocks=6)
+    actor, held = fit_actor(train, val, s, -torch.ones(2 * FS), torch.ones(2 * FS), imagined_cost(PointModel()))
+
+    def act(pos, goal):
+        with torch.no_grad():
+            z, g = (torch.as_tensor(x @ LATENT, dtype=torch.float32) for x in (pos, goal))
+            return actor(z, g)[:, 0].numpy()
+    noise = np.random.default_rng(2)
+    chance = reach_rate(lambda pos, goal: noise.uniform(-1, 1, (len(pos), 2 * FS)), np.random.default_rng(1))
+    assert chance < 0.3
+    assert reach_rate(act, np.random.default_rng(1)) > 0.9
+    # Held out, its blocks are closer to the recorded ones than the mean action, and its imagined
+    # plans end far nearer the goal than standing still.
+    assert held["block_mse"] < 0.7 * held["block_mse_mean_action"]
+    assert held["imagined_cost_ratio"] < 0.2 < 0.9 < held["imagined_cost_ratio_mean_action"]
+
+
+def test_hindsight_examples_are_the_recorded_blocks_before_a_later_frame_of_the_same_episode():
+    # The latent of row r is r itself, and its action (r, -r): every example can be read back.
+    rows = np.arange(50, dtype=np.float32)
+    actions = np.stack([rows, -rows], 1)
+    actions[[19, 49]] = np.nan                                            # no action at an episode's last frame
+    data = HindsightSet(rows[:, None], actions, np.array([20, 50]), frameskip=2)
+    z, goal, blocks, mask = data.sample(np.random.default_rng(0), 500, horizon=3, max_blocks=5)
+    t, g = z[:, 0].astype(int), goal[:, 0].astype(int)
+    k = (g - t) // 2
+    assert ((g - t) % 2 == 0).all() and k.min() == 1 and k.max() == 5
+    assert ((t < 20) == (g < 20)).all()                                   # goal in the start's episode
+    for i in range(len(t)):
+        for j in range(min(k[i], 3)):                                     # the blocks towards the goal, as recorded
+            np.testing.assert_array_equal(blocks[i, j], [t[i] + 2 * j, -t[i] - 2 * j, t[i] + 2 * j + 1,
+                                                         -t[i] - 2 * j - 1])
+        np.testing.assert_array_equal(mask[i], np.arange(3) < min(k[i], 3))
 
 
 # --------------------------------------------------------------- planning
@@ -135,6 +225,9 @@ def test_an_actor_tied_to_other_weights_is_refused(two_room_ck, two_room_data, t
         LeWMAgent.from_pretrained(ck, device="cpu", planner_kind="policy+cem")
     with pytest.warns(UserWarning, match="trained on other weights; ignored"):
         assert LeWMAgent.from_pretrained(ck, device="cpu").actor is None   # CEM needs no actor
+    assert main(["eval", "--checkpoint", str(ck), "--data", str(two_room_data), "--planner-kind", "policy",
+                 "--episodes", "1", "--seeds", "0", "--device", "cpu", "--no-progress"]) == 2
+    one_line(capsys, "eval", f"{ACTOR} was trained on other weights")
 
 
 def test_the_agent_saves_its_actor_tied_to_the_weights_it_writes(two_room_ck, tmp_path):
@@ -153,3 +246,54 @@ def test_a_planner_kind_needs_an_actor_and_a_known_name(two_room_ck):
         LeWMAgent.from_pretrained(two_room_ck, device="cpu", planner_kind="actor")
     with pytest.raises(ValueError, match=r"seeded_iterations: only means something with planner_kind 'policy\+cem'"):
         LeWMAgent.from_pretrained(two_room_ck, device="cpu", seeded_iterations=3)
+
+
+# ------------------------------------------------------------------- CLI
+def one_line(capsys, command: str, message: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"lewm {command}: error: ") and message in err, err
+
+
+def test_train_policy_writes_the_actor_and_its_card_section(two_room_ck, two_room_data, tmp_path, capsys):
+    src = tmp_path / "src"
+    shutil.copytree(two_room_ck, src)
+    out = tmp_path / "with_actor"
+    assert main(["train-policy", "--checkpoint", str(src), "--data", str(two_room_data), "--out", str(out),
+                 "--objective", "bc+imagine", "--steps", "20", "--batch-size", "32", "--frames", "1500",
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert f"wrote {out / ACTOR}: bc+imagine" in capsys.readouterr().out
+    assert not (src / ACTOR).exists()                                         # --out: the source is untouched
+    actor, info = load_actor(out)
+    assert info["objective"] == "bc+imagine" and "--objective bc+imagine" in info["command"]
+    card = (out / "README.md").read_text()
+    assert "## Actor (goal-conditioned policy)" in card and "Held out" in card and "lewm train-policy" in card
+    for kind, says in (("policy", "the checkpoint's actor alone (objective bc+imagine)"),
+                       ("policy+cem", "CEM started from the actor's plan (kept among the samples, the best "
+                                      "candidate returned), 16 samples x 2 iterations")):
+        report = tmp_path / kind
+        assert main(["eval", "--checkpoint", str(out), "--data", str(two_room_data), "--planner-kind", kind,
+                     "--episodes", "2", "--seeds", "0", "--budget", "10", "--num-samples", "16", "--num-elites", "4",
+                     "--num-iterations", "6", "--no-baselines", "--device", "cpu", "--no-progress",
+                     "--out", str(report)]) == 0
+        assert json.loads((report / "eval.json").read_text())["planner_kind"] == kind
+        assert says in (report / "eval.md").read_text()
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(two_room_ck, two_room_data, dot_dataset, tmp_path, capsys):
+    ck = tmp_path / "ck"
+    shutil.copytree(two_room_ck, ck)
+    base = ["--steps", "5", "--device", "cpu", "--no-progress"]
+    assert main(["train-policy", "--checkpoint", str(ck), "--data", str(dot_dataset), *base]) == 2
+    one_line(capsys, "train-policy", "holds 'test/Dot-v0' episodes, the checkpoint is for 'lewm/TwoRoom-v0'")
+    assert not (ck / ACTOR).exists()
+    assert main(["train-policy", "--checkpoint", "two_room", "--data", str(two_room_data), *base]) == 2
+    one_line(capsys, "train-policy", "is a shipped checkpoint")
+    assert main(["train-policy", "--checkpoint", str(ck), "--data", str(two_room_data), "--imagine-weight", "2",
+                 *base]) == 2
+    one_line(capsys, "train-policy", "--imagine-weight: only means something with --objective")
+    evaluate = ["eval", "--checkpoint", str(ck), "--data", str(two_room_data), "--episodes", "1", "--seeds", "0",
+                "--device", "cpu", "--no-progress"]
+    assert main([*evaluate, "--planner-kind", "policy+cem"]) == 2
+    one_line(capsys, "eval", "planner_kind 'policy+cem': the checkpoint has no actor")
+    assert main([*evaluate, "--seeded-iterations", "3"]) == 2
+    one_line(capsys, "eval", "--seeded-iterations: only means something with --planner-kind")
