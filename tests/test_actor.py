@@ -295,5 +295,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(two_room_ck, two_room_data, dot_da
                 "--device", "cpu", "--no-progress"]
     assert main([*evaluate, "--planner-kind", "policy+cem"]) == 2
     one_line(capsys, "eval", "planner_kind 'policy+cem': the checkpoint has no actor")
+    assert main([*evaluate, "--planner-kind", "policy", "--card"]) == 2
+    one_line(capsys, "eval", "--planner-kind policy goes under its own --card-name (e.g. eval_policy)")
     assert main([*evaluate, "--seeded-iterations", "3"]) == 2
     one_line(capsys, "eval", "--seeded-iterations: only means something with --planner-kind")

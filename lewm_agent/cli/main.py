@@ -182,6 +182,9 @@ def _eval(a: argparse.Namespace) -> int:
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     if a.card and not a.card_name.replace("_", "").isalnum():
         raise ValueError(f"--card-name: expected letters, digits and '_', got {a.card_name!r}")
+    if a.card and a.card_name == "eval" and a.planner_kind != "cem":  # the headline section is the search's
+        raise ValueError(f"--card: --planner-kind {a.planner_kind} goes under its own --card-name "
+                         f"(e.g. {'eval_' + a.planner_kind.replace('+', '_')}), not the CEM headline 'eval'")
     if a.card:
         check_card_write(a.checkpoint, a.card_name, a.force, a.episodes, len(a.seeds))
     if a.card and a.card_name == "eval" and a.data:
