@@ -11,7 +11,8 @@ from lewm_agent.cli import main
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
-@pytest.mark.parametrize("command", ["top", "collect", "train", "eval", "probe", "plot", "demo", "import"])
+@pytest.mark.parametrize("command", ["top", "collect", "train", "train-policy", "eval", "probe", "plot", "demo",
+                                     "import"])
 def test_help_matches_the_snapshot(command, monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setattr("sys.argv", ["lewm"])

@@ -13,10 +13,11 @@ from lewm_agent.evaluation.evaluate import EvalConfig
 from lewm_agent.evaluation.probe import ProbeConfig
 from lewm_agent.flags import META, RANGE_KEYS, _flag
 from lewm_agent.training.config import TrainConfig
+from lewm_agent.training.train_policy import PolicyTrainConfig
 
 BASE = {TrainConfig: dict(data="d.h5", out="o"), EvalConfig: dict(checkpoint="c", data="d.h5"),
         CollectConfig: dict(env_id="lewm/TwoRoom-v0", episodes=1, out="o.h5"),
-        ProbeConfig: dict(checkpoint="c", data="d.h5")}
+        ProbeConfig: dict(checkpoint="c", data="d.h5"), PolicyTrainConfig: dict(checkpoint="c", data="d.h5")}
 RANGED = [(cls, f) for cls in BASE for f in dataclasses.fields(cls)
           if any(k in f.metadata.get(META, {}) for k in RANGE_KEYS)]
 

@@ -1,4 +1,4 @@
-"""`lewm` command line: collect | train | eval | import | probe | plot | demo.
+"""`lewm` command line: collect | train | train-policy | eval | import | probe | plot | demo.
 
 Each subcommand parses its flags into its entry point's typed config; bad input ends
 with one line naming the problem and exit status 2, never a traceback.
@@ -73,6 +73,25 @@ def _json_arg(flag: str, text: str) -> dict:
     return value
 
 
+# ------------------------------------------------------------ train-policy
+TRAIN_POLICY_OPTIONS = ("checkpoint", "data", "out", "objective", "steps", "batch_size", "lr", "hidden",
+                        "max_goal_blocks", "imagine_weight", "frames", "val_fraction", "seed", "device", "force",
+                        "progress")
+
+
+def _train_policy_args(p: argparse.ArgumentParser) -> None:
+    from ..training.train_policy import PolicyTrainConfig
+    add_options(p, PolicyTrainConfig, TRAIN_POLICY_OPTIONS)
+
+
+def _train_policy(a: argparse.Namespace) -> int:
+    from ..training.train_policy import PolicyTrainConfig, report_line, train_policy
+    folder, report = train_policy(PolicyTrainConfig(**config_kwargs(PolicyTrainConfig, a, TRAIN_POLICY_OPTIONS)),
+                                  command=a.command_line)
+    print(report_line(folder, report))
+    return 0
+
+
 # ----------------------------------------------------------------- collect
 def _collect_args(p: argparse.ArgumentParser) -> None:
     from ..data.collect import CollectConfig
@@ -104,7 +123,8 @@ def _collect(a: argparse.Namespace) -> int:
 PLANNER_INT_FLAGS = ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon")
 
 
-EVAL_OPTIONS = ("episodes", "seeds", "goal_offset", "goal_steps", "budget", "device", "precision")
+EVAL_OPTIONS = ("episodes", "seeds", "goal_offset", "goal_steps", "budget", "device", "precision", "planner_kind",
+                "seeded_iterations")
 EVAL_LATER = ("video", "video_episodes", "diagnose", "diagnose_pairs", "diagnose_windows", "oracle_samples",
               "oracle_iterations")
 EVAL_FIELDS = ("checkpoint", "data", "env_id", *EVAL_OPTIONS, "baselines", "progress", *EVAL_LATER)
@@ -162,6 +182,9 @@ def _eval(a: argparse.Namespace) -> int:
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     if a.card and not a.card_name.replace("_", "").isalnum():
         raise ValueError(f"--card-name: expected letters, digits and '_', got {a.card_name!r}")
+    if a.card and a.card_name == "eval" and a.planner_kind != "cem":  # the headline section is the search's
+        raise ValueError(f"--card: --planner-kind {a.planner_kind} goes under its own --card-name "
+                         f"(e.g. {'eval_' + a.planner_kind.replace('+', '_')}), not the CEM headline 'eval'")
     if a.card:
         check_card_write(a.checkpoint, a.card_name, a.force, a.episodes, len(a.seeds))
     if a.card and a.card_name == "eval" and a.data:
@@ -396,6 +419,8 @@ COMMANDS: dict[str, Command] = {
     "probe": ("linear and MLP probes: how much physical state the latent holds", _probe_args, _probe),
     "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _plot),
     "train": ("fit a world model from a rollout file", _train_args, _train),
+    "train-policy": ("fit a goal-conditioned actor in a checkpoint's latent space (world model frozen)",
+                     _train_policy_args, _train_policy),
 }
 
 
@@ -406,8 +431,10 @@ TORCH_COMMANDS = frozenset({"demo", "eval", "probe", "train"})
 # other: given alone they would be silently ignored, so they are refused instead.
 NEEDS: dict[str, dict[str, str]] = {
     "eval": {"card_name": "card", "force": "card", "video_episodes": "video", "diagnose_pairs": "diagnose",
-             "diagnose_windows": "diagnose", "oracle_samples": "diagnose", "oracle_iterations": "diagnose"},
+             "diagnose_windows": "diagnose", "oracle_samples": "diagnose", "oracle_iterations": "diagnose",
+             "seeded_iterations": "planner_kind"},
     "probe": {"force": "card"},
+    "train-policy": {"imagine_weight": "objective"},  # objective given: bc+imagine, the one it weighs
     "demo": {"steps": "train"},
 }
 EXCLUDES: dict[str, list[tuple[str, str]]] = {

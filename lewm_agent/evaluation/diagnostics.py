@@ -62,7 +62,7 @@ class GapRecorder:
 
     def __init__(self, agent: LeWMAgent):
         self.agent = agent
-        self.steps = agent.planner_cfg.receding_horizon * agent.cfg.frameskip
+        self.steps = agent.receding_horizon * agent.cfg.frameskip  # the blocks each solve executes
         self.pred: list[np.ndarray] = []
         self.goal: list[np.ndarray] = []
         self.realized: list[np.ndarray] = []

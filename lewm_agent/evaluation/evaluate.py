@@ -26,7 +26,7 @@ from lewm_envs import check_pixel_settings
 from ..checkpoint import CheckpointMeta, weights_sha256
 from ..data.rollouts import RolloutFile
 from ..flags import CHECKPOINT_HELP, check_ranges, option
-from ..planning.agent import LeWMAgent
+from ..planning.agent import PLANNER_KINDS, LeWMAgent
 from ..precision import PRECISIONS
 from ..progress import Progress
 from .diagnostics import GapRecorder, diagnose, diagnostics_markdown, difficulty_line, pair_difficulty
@@ -51,6 +51,11 @@ class EvalConfig:
     precision: str = option("auto", "autocast of the imagined rollouts: auto = bf16 on CUDA GPUs that have it; on a "
                                     "CPU measured at the first plan (bf16 only where clearly faster, same costs)",
                             choices=list(PRECISIONS))
+    planner_kind: str = option("cem", "cem: the search; policy: the checkpoint's actor alone (`lewm train-policy`); "
+                                      "policy+cem: CEM started from the actor's plan, fewer iterations",
+                               choices=list(PLANNER_KINDS))
+    seeded_iterations: int | None = option(None, "with policy+cem: CEM iterations (default a third of the "
+                                                 "planner's)", metavar="N", low=1)
     planner: dict[str, Any] = field(default_factory=dict)   # PlannerConfig overrides
     baselines: bool = option(True, "skip the random and replay rows", flag="--no-baselines")
     video: str | None = option(None, "MP4s of the agent's first pairs of each seed", metavar="DIR")
@@ -143,7 +148,8 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
         require()  # a missing dependency must fail before the evaluation, not after it
     resumable = cfg.resume_file if not (cfg.video or cfg.diagnose) else None
     precision = SeedLog.precision_of(resumable) or cfg.precision  # a resumed run keeps its precision
-    agent = LeWMAgent.from_pretrained(cfg.checkpoint, cfg.device, precision=precision, **cfg.planner)
+    agent = LeWMAgent.from_pretrained(cfg.checkpoint, cfg.device, precision=precision, planner_kind=cfg.planner_kind,
+                                      seeded_iterations=cfg.seeded_iterations, **cfg.planner)
     rf = RolloutFile(cfg.data) if cfg.data else None
     env_id, env_kwargs = _env_of(cfg, agent.meta, rf)
     envs = [make_eval_env(env_id, env_kwargs, cfg.budget) for _ in range(cfg.episodes)]
@@ -208,7 +214,7 @@ def _resume_key(cfg: EvalConfig, agent: LeWMAgent, rows: list[str]) -> dict[str,
     """What makes two evaluations the same one (whose finished seeds may be reused)."""
     return {"weights": weights_sha256(cfg.checkpoint), "data": cfg.data, "env_id": cfg.env_id,
             "episodes": cfg.episodes, "goal_offset": cfg.goal_offset, "goal_steps": cfg.goal_steps,
-            "budget": cfg.budget, "planner": agent.planner_cfg.to_dict(), "rows": rows,
+            "budget": cfg.budget, "planner": agent.planner_cfg.to_dict(), **_kind(agent), "rows": rows,
             "precision": agent.precision_choice.precision}
 
 
@@ -269,7 +275,7 @@ def _report(cfg: EvalConfig, env_id: str, agent: LeWMAgent, lewm: LeWMRow, held:
             "goal_offset": cfg.goal_offset, **({"goal_steps": cfg.goal_steps} if cfg.env_id else {}),
             "budget": cfg.budget, "device": str(agent.device),
             "precision": agent.precision_choice.precision, "precision_reason": agent.precision_choice.reason,
-            "planner": agent.planner_cfg.to_dict(),
+            "planner": agent.planner_cfg.to_dict(), **_kind(agent),
             "cost_probe": None if agent.cost_probe is None or not agent.planner_cfg.probe_weight
             else agent.cost_probe[1],
             "rows": rows,
@@ -277,6 +283,17 @@ def _report(cfg: EvalConfig, env_id: str, agent: LeWMAgent, lewm: LeWMRow, held:
                          "median_s_per_solve": float(np.median(times)) if len(times) else None,
                          "p95_s_per_solve": float(np.percentile(times, 95)) if len(times) else None,
                          "s_per_env_step": float(times.sum() / max(lewm.steps, 1))}}
+
+
+def _kind(agent: LeWMAgent) -> dict[str, Any]:
+    """The planner kind of a report (absent for plain CEM, so earlier reports and resume keys still match),
+    with the actor's record where one plans."""
+    if agent.planner_kind == "cem":
+        return {}
+    out: dict[str, Any] = {"planner_kind": agent.planner_kind, "actor": agent.actor[1].get("objective")}
+    if agent.planner_kind == "policy+cem":
+        out["seeded_iterations"] = agent.seeded_iterations
+    return out
 
 
 def _write_videos(cfg: EvalConfig, env_id: str, seed: int, record: dict[int, list],
@@ -298,7 +315,15 @@ def _write_videos(cfg: EvalConfig, env_id: str, seed: int, record: dict[int, lis
 def planner_line(report: dict[str, Any]) -> str:
     """The planner settings behind the lewm row, as the table's reader needs them."""
     c = report["planner"]
-    line = (f"Planner: CEM {c['num_samples']} samples x {c['num_iterations']} iterations, {c['num_elites']} elites, "
+    kind = report.get("planner_kind", "cem")
+    if kind == "policy":
+        return (f"Planner: the checkpoint's actor alone (objective {report.get('actor')}), one forward pass per "
+                f"action block, horizon {c['horizon']}.")
+    if kind == "policy+cem":
+        c = {**c, "num_iterations": report["seeded_iterations"]}
+    line = ("Planner: CEM started from the actor's plan (kept among the samples, the best candidate returned),"
+            if kind == "policy+cem" else "Planner: CEM")
+    line += (f" {c['num_samples']} samples x {c['num_iterations']} iterations, {c['num_elites']} elites, "
             f"horizon {c['horizon']}, replan every {c['receding_horizon']} blocks, cost {c['cost']!r}, "
             f"noise beta {c['noise_beta']:g}")
     cost_probe = report.get("cost_probe")

@@ -24,6 +24,7 @@ from ..config import PlannerConfig
 from ..device import resolve_device  # noqa: F401  (also re-exported here)
 from ..model.world_model import WorldModel
 from ..precision import PrecisionChoice, check_precision, choose, close
+from .actor import GoalActor, fit_horizon, load_actor, save_actor
 from .cost_probe import load_cost_probe, save_cost_probe
 from .cuda_graph import GraphedSolver
 from .obs_check import check_vectors, vector_shapes
@@ -37,6 +38,9 @@ ENCODE_CHUNK = 256  # frames per encoder call in encode_frames: bounds memory at
 # torch.compile modes the planner's imagined rollouts accept ("reduce-overhead" captures CUDA graphs).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH = "cudagraph"  # a whole CEM solve recorded as one CUDA graph (cuda_graph.py)
+# "cem": the search alone; "policy": the checkpoint's actor alone (one forward pass per plan);
+# "policy+cem": CEM started from the actor's plan, which it keeps among its samples, with fewer iterations.
+PLANNER_KINDS = ("cem", "policy", "policy+cem")
 
 
 def _image_batch(obs: Mapping, key: str) -> np.ndarray:
@@ -87,7 +91,9 @@ class LeWMAgent:
 
     def __init__(self, model: WorldModel, meta: CheckpointMeta, device: str | torch.device = "auto",
                  planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
-                 compile: str | None = None, cost_probe: tuple[torch.Tensor, dict[str, str]] | None = None):
+                 compile: str | None = None, cost_probe: tuple[torch.Tensor, dict[str, str]] | None = None,
+                 *, actor: tuple[GoalActor, dict[str, str]] | None = None, planner_kind: str = "cem",
+                 seeded_iterations: int | None = None):
         """precision: "fp32", "bf16" (autocast in the imagined rollouts) or "auto": bf16 on CUDA GPUs
         that have it; on a CPU, measured at the first plan (a few imagined rollouts of this model at
         both precisions, once per process and model shape) and bf16 only where clearly faster with
@@ -101,6 +107,11 @@ class LeWMAgent:
 
         cost_probe: (P (latent_dim, k), its fit record) from `load_cost_probe`; the planner's
         `probe_weight` weighs it in the cost. `from_pretrained` loads the checkpoint's own.
+
+        actor: (GoalActor, its training record) from `load_actor`; planner_kind: one of PLANNER_KINDS.
+        "policy" replans at every block boundary (a plan is one forward pass); "policy+cem" runs
+        `seeded_iterations` CEM iterations (default a third of the planner's, at least 1) from the
+        actor's plan and returns the best candidate scored, the actor's plan included.
         """
         self.device = resolve_device(device)
         self._precision = check_precision("precision", precision)
@@ -119,8 +130,14 @@ class LeWMAgent:
         self.cfg = model.cfg
         self.planner_cfg = planner or meta.planner
         self.cost_probe = self._check_probe(cost_probe)
-        self.planner = CEMPlanner(self.cfg.action_block_dim, self.planner_cfg, self.device, seed,
-                                  step_dim=self.cfg.action_dim)
+        self.planner_kind, self.actor = self._check_actor(planner_kind, actor)
+        if seeded_iterations is not None and self.planner_kind != "policy+cem":
+            raise ValueError(f"seeded_iterations: only means something with planner_kind 'policy+cem', "
+                             f"not {self.planner_kind!r}")
+        self.seeded_iterations = seeded_iterations or max(1, round(self.planner_cfg.num_iterations / 3))
+        search = replace(self.planner_cfg, num_iterations=self.seeded_iterations) \
+            if self.planner_kind == "policy+cem" else self.planner_cfg
+        self.planner = CEMPlanner(self.cfg.action_block_dim, search, self.device, seed, step_dim=self.cfg.action_dim)
         self._imagine = torch.compile(self._imagined_cost, mode=compile, dynamic=False, fullgraph=True) \
             if compile in COMPILE_MODES else self._imagined_cost
         self._solve_latent = GraphedSolver(self._cem, self.planner.draw_noise) if compile == CUDA_GRAPH else self._cem
@@ -146,14 +163,16 @@ class LeWMAgent:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto",
                         planner: PlannerConfig | None = None, seed: int = 0, precision: str = "auto",
-                        compile: str | None = None, **planner_overrides: Any) -> LeWMAgent:
+                        compile: str | None = None, planner_kind: str = "cem", seeded_iterations: int | None = None,
+                        **planner_overrides: Any) -> LeWMAgent:
         """Load a checkpoint folder or a shipped checkpoint by name ("pusht", "two_room", "cube"), from
         any working directory.
 
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
         planner: a whole PlannerConfig replacing the checkpoint's planning defaults.
         seed: the planner's sampling seed (plans are reproducible for a seed).
-        precision, compile: as in the constructor.
+        precision, compile, planner_kind, seeded_iterations: as in the constructor; a planner kind
+            other than "cem" needs the checkpoint's actor (`lewm train-policy`).
         planner_overrides: single PlannerConfig fields over those (e.g. num_samples=600): num_samples,
             num_iterations, num_elites, std, horizon, receding_horizon, warm_start, noise_beta,
             cost ("final" | "min") and probe_weight (> 0 needs the checkpoint's cost probe). An
@@ -162,7 +181,9 @@ class LeWMAgent:
         dev = resolve_device(device)
         model, meta = load_checkpoint(path, dev)
         cfg = replace(planner or meta.planner, **planner_overrides)
-        return cls(model, meta, dev, cfg, seed, precision, compile, load_cost_probe(path, strict=cfg.probe_weight > 0))
+        return cls(model, meta, dev, cfg, seed, precision, compile, load_cost_probe(path, strict=cfg.probe_weight > 0),
+                   actor=load_actor(path, strict=planner_kind != "cem", device=dev), planner_kind=planner_kind,
+                   seeded_iterations=seeded_iterations)
 
     @classmethod
     def from_reference(cls, path: str | os.PathLike, device: str | torch.device = "auto",
@@ -192,6 +213,22 @@ class LeWMAgent:
         if matrix.dim() != 2 or matrix.shape[0] != self.cfg.latent_dim:
             raise ValueError(f"cost_probe: expected a ({self.cfg.latent_dim}, k) matrix, got {tuple(matrix.shape)}")
         return matrix.float().to(self.device), dict(info)
+
+    def _check_actor(self, kind: str, actor: tuple[GoalActor, dict[str, str]] | None
+                     ) -> tuple[str, tuple[GoalActor, dict[str, str]] | None]:
+        if kind not in PLANNER_KINDS:
+            raise ValueError(f"planner_kind: expected one of {list(PLANNER_KINDS)}, got {kind!r}")
+        if actor is None:
+            if kind != "cem":
+                raise ValueError(f"planner_kind {kind!r}: the checkpoint has no actor; train one with "
+                                 "`lewm train-policy --checkpoint C --data TRAINING_FILE`")
+            return kind, None
+        net, info = actor
+        c = net.cfg
+        if (c.latent_dim, c.block_dim) != (self.cfg.latent_dim, self.cfg.action_block_dim):
+            raise ValueError(f"actor: maps latents of {c.latent_dim} to blocks of {c.block_dim}; this model has "
+                             f"latents of {self.cfg.latent_dim} and blocks of {self.cfg.action_block_dim}")
+        return kind, (net.to(self.device).eval(), dict(info))
 
     @property
     def precision_choice(self) -> PrecisionChoice:
@@ -233,7 +270,7 @@ class LeWMAgent:
                 f"device={self.device.type}, precision={self.precision_choice.precision} "
                 f"({self.precision_choice.reason}), planner=CEM("
                 f"{p.num_samples} samples x {p.num_iterations} iterations, horizon {p.horizon}, "
-                f"replan every {p.receding_horizon}, cost={p.cost!r}))")
+                f"replan every {p.receding_horizon}, cost={p.cost!r}), planner_kind={self.planner_kind!r})")
 
     def save(self, path: str | os.PathLike, **kwargs: Any) -> None:
         """Write the agent as a checkpoint folder, with its current planner settings as the folder's
@@ -245,6 +282,8 @@ class LeWMAgent:
         save_checkpoint(path, self.model, replace(self.meta, planner=self.planner_cfg), **kwargs)
         if self.cost_probe is not None:  # re-tied to the weights just written
             save_cost_probe(path, self.cost_probe[0].cpu().numpy(), self.cost_probe[1])
+        if self.actor is not None:
+            save_actor(path, self.actor[0], self.actor[1])
 
     # ---------------------------------------------------------------- state
     def reset(self, indices: int | list[int] | np.ndarray | None = None) -> None:
@@ -341,7 +380,7 @@ class LeWMAgent:
         by_len: dict[int, list[int]] = {}
         for i in todo:
             by_len.setdefault(len(self._envs[i].frames), []).append(i)
-        r = self.planner_cfg.receding_horizon
+        r = self.receding_horizon
         for indices in by_len.values():
             envs = [self._envs[i] for i in indices]
             self.precision_choice  # noqa: B018  measured (CPU, "auto") before the clock starts: once per process
@@ -360,8 +399,13 @@ class LeWMAgent:
         blocks = np.stack([np.stack(e.blocks) for e in envs]) if len(envs[0].frames) > 1 else None
         return np.stack([np.stack(e.frames) for e in envs]), np.stack([e.goal for e in envs]), blocks
 
+    @property
+    def receding_horizon(self) -> int:
+        """Blocks executed per plan: the actor alone replans at every block (its plan costs one forward pass)."""
+        return 1 if self.planner_kind == "policy" else self.planner_cfg.receding_horizon
+
     def _solve(self, envs: list[_SubEnv]) -> np.ndarray:
-        r, a = self.planner_cfg.receding_horizon, self.cfg.action_block_dim
+        r, a = self.receding_horizon, self.cfg.action_block_dim
         init = None
         if self.planner_cfg.warm_start and all(e.plan_tail is not None for e in envs):
             init = np.stack([np.concatenate([e.plan_tail, np.zeros((r, a), np.float32)]) for e in envs])
@@ -396,8 +440,20 @@ class LeWMAgent:
         self.precision_choice  # noqa: B018  resolved outside any compiled or captured region
         ctx, goal_emb, ctx_act = self._embed(context, goal, context_blocks)
         init_t = None if init is None else torch.from_numpy(init).to(self.device)
-        plan = self._solve_latent(ctx, goal_emb, ctx_act, init_t)
-        return plan.float().cpu().numpy()
+        return self._plan_latent(ctx, goal_emb, ctx_act, init_t).float().cpu().numpy()
+
+    def _plan_latent(self, ctx: torch.Tensor, goal_emb: torch.Tensor, ctx_act: torch.Tensor | None,
+                     init: torch.Tensor | None) -> torch.Tensor:
+        """The planner kind's plan (n, H, A) from embedded inputs: CEM, the actor's, or CEM from the actor's."""
+        if self.planner_kind == "cem":
+            return self._solve_latent(ctx, goal_emb, ctx_act, init)
+        proposal = self.propose(ctx[:, -1], goal_emb)  # replaces any warm start
+        return proposal if self.planner_kind == "policy" else self._solve_latent(ctx, goal_emb, ctx_act, proposal)
+
+    def propose(self, z: torch.Tensor, goal_emb: torch.Tensor) -> torch.Tensor:
+        """The actor's plan (n, H, A) for embeddings (n, D) now and of the goal, within the action bounds."""
+        plan = fit_horizon(self.actor[0](z.float(), goal_emb.float()), self.planner_cfg.horizon)
+        return plan.clamp(min=self.normalized_low, max=self.normalized_high).float()
 
     def _cem(self, ctx: torch.Tensor, goal_emb: torch.Tensor, ctx_act: torch.Tensor | None,
              init: torch.Tensor | None, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -416,7 +472,9 @@ class LeWMAgent:
                 costs.append(self._imagine(ctx[i:i + step], actions[i:i + step], past, goal_emb[i:i + step]))
             return torch.cat(costs)
 
-        return self.planner.plan(cost_fn, n, init, self.normalized_low, self.normalized_high, noise)
+        # policy+cem: init is the actor's plan, kept among the samples and returned unless beaten
+        seeded = {"keep": init, "return_best": True} if self.planner_kind == "policy+cem" else {}
+        return self.planner.plan(cost_fn, n, init, self.normalized_low, self.normalized_high, noise, **seeded)
 
     def _imagined_cost(self, ctx: torch.Tensor, actions: torch.Tensor, past: torch.Tensor | None,
                        goal_emb: torch.Tensor) -> torch.Tensor:

@@ -94,7 +94,8 @@ class CEMPlanner:
     @torch.no_grad()
     def plan(self, cost_fn: CostFn, batch_size: int, init_mean: torch.Tensor | None = None,
              low: torch.Tensor | None = None, high: torch.Tensor | None = None,
-             noise: torch.Tensor | None = None) -> torch.Tensor:
+             noise: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+             return_best: bool = False) -> torch.Tensor:
         """Minimise `cost_fn` for B = `batch_size` envs at once; returns the final mean (B, H, A).
 
         init_mean: (B, H, A) warm start (e.g. the previous plan's tail), zeros otherwise.
@@ -104,6 +105,9 @@ class CEMPlanner:
         The mean is always candidate 0, so the current plan competes with every new sample
         for a place among the elites; std is the population std of the elites (0, not NaN,
         with a single elite).
+        keep: (B, H, A) a proposal (an actor's plan) made candidate 1 of every iteration, so the
+        search can refine it but never loses it. return_best: return the lowest-cost candidate
+        scored in any iteration instead of the final mean: a proposal nothing beats comes back as is.
         """
         cfg = self.cfg
         b, s, h, a, k = int(batch_size), cfg.num_samples, cfg.horizon, self.action_dim, cfg.num_elites
@@ -117,18 +121,30 @@ class CEMPlanner:
         if noise is not None and tuple(noise.shape) != (cfg.num_iterations, b, s, h, a):
             raise ValueError(f"noise: expected (iterations, B, S, H, A) = {(cfg.num_iterations, b, s, h, a)}, "
                              f"got {tuple(noise.shape)}")
+        if keep is not None and (tuple(keep.shape) != (b, h, a) or s < 2):
+            raise ValueError(f"keep: expected (B, H, A) = {(b, h, a)} and num_samples >= 2, got "
+                             f"{tuple(keep.shape)} with {s} samples")
+        best = mean.clone()
+        best_cost = torch.full((b,), float("inf"), device=self.device)
         for it in range(cfg.num_iterations):
             eps = self._noise(b, s, h) if noise is None else noise[it]
             samples = mean.unsqueeze(1) + std.unsqueeze(1) * eps          # (B, S, H, A)
             samples[:, 0] = mean                                          # keep the mean as a candidate
+            if keep is not None:
+                samples[:, 1] = keep
             if low is not None or high is not None:
                 samples = samples.clamp(min=low, max=high)
             cost = cost_fn(samples)
             if it == 0 and tuple(cost.shape) != (b, s):
                 raise ValueError(f"cost_fn must return (B, S) = {(b, s)}, got {tuple(cost.shape)}")
             cost = torch.nan_to_num(cost.float(), nan=float("inf"))       # a NaN candidate is never an elite
-            idx = cost.topk(k, dim=1, largest=False).indices              # (B, K)
+            top = cost.topk(k, dim=1, largest=False)
+            idx = top.indices                                             # (B, K), best first
             elites = samples.gather(1, idx[:, :, None, None].expand(b, k, h, a))  # (B, K, H, A)
+            if return_best:  # torch.where, not a Python branch: no host synchronisation
+                better = top.values[:, 0] < best_cost
+                best = torch.where(better[:, None, None], elites[:, 0], best)
+                best_cost = torch.where(better, top.values[:, 0], best_cost)
             mean = elites.mean(1)
             std = elites.std(1, correction=0)                             # population std
-        return mean
+        return best if return_best else mean
