@@ -1,4 +1,5 @@
-"""Typed, frozen configurations: the world model's architecture and the planner.
+"""Typed, frozen configurations: the world model's architecture and the planner, and the training
+defaults that follow from an architecture (window length, SIGReg weight).
 
 `ModelConfig()` with no arguments is the paper's architecture (ViT-Tiny/14 at 224 px,
 6-layer AdaLN-zero predictor, ~18M parameters). Named presets live in `PRESETS`.
@@ -194,6 +195,27 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def sequence_frames(model_cfg: ModelConfig, asked: int | None = None) -> int:
+    """Frames per training window (`asked`, the trainer's --sequence-frames, if given). The window
+    predictor sees `history` frames, so history + 1 (each window's last prediction is the one a
+    planner makes). The banded predictor sees further back with depth and rolls out past the
+    context, so by default it trains on the planner's span: history context frames plus the
+    default horizon of 5 predictions."""
+    if asked is not None:
+        return asked
+    return model_cfg.history + (1 if model_cfg.predictor_attention == "window" else PlannerConfig().horizon)
+
+
+def default_sigreg_weight(preset_name: str, latent_dim: int) -> float:
+    """lambda when none is given. Our prediction loss sums over the D latent dimensions; the
+    reference code averages over them, so its lambda = 0.09 is 0.09 * D here (17.3 for the paper's
+    D = 192). The `paper` preset gets that: with 0.09 here it collapsed on one H200 (Push-T, 224 px,
+    2021 steps: embedding std 0.15 at step 25 and 0.008 at the end, SIGReg stuck at 51, 4% success).
+    The CPU presets keep 0.09, the value their Two-Room runs were measured with (0.09 * D there
+    over-spread the latent and left CEM on a flat cost plateau)."""
+    return 0.09 * latent_dim if preset_name == "paper" else 0.09
 
 
 __all__ = ["ModelConfig", "PlannerConfig", "PRESETS", "preset"]

@@ -11,9 +11,9 @@ import torch
 from ..checkpoint import CheckpointMeta
 from ..config import ModelConfig, PlannerConfig
 from ..data.rollouts import RolloutFile
+from ..data.sources import TrainingData
 from ..distributed import Ranks
 from .config import TrainConfig
-from .dataset import TrainingData
 
 
 def training_meta(rf: RolloutFile, cfg: TrainConfig, model_cfg: ModelConfig, data: TrainingData,

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointMeta, save_checkpoint, shipped_planner
-from ..config import PlannerConfig, preset
+from ..config import PlannerConfig, default_sigreg_weight, preset, sequence_frames
 from ..data.rollouts import RolloutFile
-from ..data.windows import MemoryWindows, StreamWindows
+from ..data.sources import batches, data_mode, load_data, memory_sources, stream_sources
+from ..data.windows import MemoryWindows, StreamWindows, WindowSpec
 from ..distributed import Ranks, barrier, mean_over_ranks, setup, teardown, wrap
 from ..lock import RunLock
 from ..model.losses import embedding_stats, pred_loss, sigreg
@@ -36,8 +37,7 @@ from ..precision import PrecisionChoice, choose, close
 from ..progress import Progress
 from ..runlog import LOG_FILE
 from .card import hardware, model_card, training_meta
-from .config import TrainConfig, default_sigreg_weight
-from .dataset import batches, data_mode, load_data, memory_sources, stream_sources
+from .config import TrainConfig
 from .state import STATE_FILE, resume, save_state
 
 logger = logging.getLogger(__name__)
@@ -188,10 +188,11 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
     model_cfg = preset(cfg.preset, action_dim=rf.action_dim, **(model_overrides or {}))
     if cfg.sigreg_weight is None:  # resolved here so that the checkpoint records the lambda used
         cfg = replace(cfg, sigreg_weight=default_sigreg_weight(cfg.preset, model_cfg.latent_dim))
-    data = load_data(rf, cfg, model_cfg, ranks)
+    spec = WindowSpec(sequence_frames(model_cfg, cfg.sequence_frames) - 1, model_cfg.frameskip, cfg.batch_size,
+                      cfg.seed, ranks.rank, ranks.world)
+    data = load_data(rf, cfg.data, spec, cfg.val_fraction, cfg.val_windows)
     meta = training_meta(rf, cfg, model_cfg, data, planner_cfg, command, hardware(device, ranks))
-    mode = data_mode(cfg, rf)
-    sources = memory_sources(rf, data, device) if mode == "memory" else None
+    sources = memory_sources(rf, data, device) if data_mode(cfg.data_mode, rf) == "memory" else None
     rf.close()
 
     model = WorldModel(model_cfg).to(device)
@@ -199,7 +200,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
     out.mkdir(parents=True, exist_ok=True)
     step, wall_before, resumed = resume(out, model, opt, cfg, device, ranks.main)
     net = wrap(model, device, ranks)  # after loading: DDP starts from the weights every rank holds
-    source, val_source = sources or stream_sources(cfg, data, step)
+    source, val_source = sources or stream_sources(cfg.data, data, range(step, cfg.steps))
     choice = train_precision(cfg, model, source, device, ranks, resumed)
     meta = replace(meta, training={**meta.training, "precision": choice.to_dict()})
     if ranks.main:
@@ -233,7 +234,7 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
     bad, saved = 0, (step or None)  # a resumed run's last checkpoint is its start
 
     try:
-        for pixels, act in batches(run.source, step, cfg, device):
+        for pixels, act in batches(run.source, range(step, cfg.steps), cfg.workers, device):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             sig_gen.manual_seed(cfg.seed * 1_000_003 + step)  # fresh, reproducible directions each step
