@@ -42,6 +42,17 @@ def _check_types(cfg: Any) -> None:
             raise ValueError(f"{type(cfg).__name__}.{f.name}: expected {expected}, got {v!r}")
 
 
+def fields_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """`cls(**d)` for any config dataclass, read from JSON: unknown keys are refused by name, JSON
+    lists become tuples where the field's default is one. Every config's `from_dict`."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(fields)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) and isinstance(fields[k].default, tuple) else v
+                  for k, v in d.items()})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     # --- image encoder ---
@@ -116,13 +127,7 @@ class ModelConfig:
         d["cnn_channels"] = list(self.cnn_channels)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+    from_dict = classmethod(fields_from_dict)
 
 
 @dataclass(frozen=True)
@@ -161,27 +166,21 @@ class PlannerConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PlannerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown PlannerConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+    from_dict = classmethod(fields_from_dict)
 
 
 # Named architectures. Anything not given keeps the paper default.
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper: ViT-Tiny/14 at 224 px, ~18M parameters.
     "paper": {},
-    # CPU preset: 64 px, small conv encoder, 3-layer predictor (~1.5M parameters);
-    # trains to a usable Two-Room model in minutes on 2 cores.
+    # CPU preset: 64 px, small conv encoder, 3-layer predictor (~1.5M parameters), sized for
+    # training on a few CPU cores (README, Speed).
     "small": dict(
         image_size=64, encoder="cnn", cnn_channels=(32, 64, 64, 128), encoder_width=256,
         latent_dim=128, projector_hidden=512, action_hidden=256,
         predictor_depth=3, predictor_heads=4, predictor_head_dim=32, predictor_mlp=512,
     ),
-    # Test preset: 32 px, a few thousand parameters per layer; seconds per hundred steps.
+    # Test preset: 32 px, a few thousand parameters per layer: small enough for the test suite.
     "tiny": dict(
         image_size=32, encoder="cnn", cnn_channels=(8, 16, 32), encoder_width=64,
         latent_dim=32, projector_hidden=64, action_hidden=32,

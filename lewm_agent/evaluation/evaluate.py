@@ -24,6 +24,7 @@ import numpy as np
 from lewm_envs import check_pixel_settings
 
 from ..checkpoint import CheckpointMeta, weights_sha256
+from ..config import fields_from_dict
 from ..data.rollouts import RolloutFile
 from ..flags import CHECKPOINT_HELP, check_ranges, option
 from ..planning.agent import LeWMAgent
@@ -66,6 +67,8 @@ class EvalConfig:
     resume_file: str | None = None
     # progress of the agent's steps, with ETA (plain lines off a terminal)
     progress: bool = option(True, "no progress bar or progress lines", flag="--no-progress")
+
+    from_dict = classmethod(fields_from_dict)  # the JSON reader of every config (config.py)
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.env_id is None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..config import PRESETS
+from ..config import PRESETS, fields_from_dict
 from ..flags import check_ranges, option
 from ..precision import PRECISIONS, check_precision
 
@@ -55,6 +55,8 @@ class TrainConfig:
                                    "the run stops; 0: stop at the first", low=0)
     dist_timeout: float = option(600.0, "torchrun: seconds a process waits for the others before the job fails",
                                  above=0)
+
+    from_dict = classmethod(fields_from_dict)  # the JSON reader of every config (config.py)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
