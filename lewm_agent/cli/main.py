@@ -44,7 +44,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     add_options(p, TrainConfig, ["progress"])
 
 
-def _train(a: argparse.Namespace) -> int:
+def _run_train(a: argparse.Namespace) -> int:
     from ..config import ModelConfig, PlannerConfig
     from ..training.config import TrainConfig
     from ..training.train import TrainingDiverged, train
@@ -88,7 +88,7 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
     add_options(p, CollectConfig, ("max_steps", "compression", "overwrite", "progress"))
 
 
-def _collect(a: argparse.Namespace) -> int:
+def _run_collect(a: argparse.Namespace) -> int:
     from ..data.collect import CollectConfig, collect, print_summary
     env_kwargs = _json_arg("--env-kwargs", a.env_kwargs)
     if a.image_size is not None:
@@ -144,7 +144,7 @@ def _check_headline_recipe(checkpoint: str, data: str) -> None:
                              "headline evaluation claims; write it under another --card-name")
 
 
-def _eval(a: argparse.Namespace) -> int:
+def _run_eval(a: argparse.Namespace) -> int:
     from ..checkpoint import check_card_write, resolve_checkpoint
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     if a.card and not a.card_name.replace("_", "").isalnum():
@@ -205,7 +205,7 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
     add_options(p, PlotOptions)
 
 
-def _plot(a: argparse.Namespace) -> int:
+def _run_plot(a: argparse.Namespace) -> int:
     from ..evaluation.plot import plot_run
     o = from_args(PlotOptions, a)
     for path in plot_run(o.run, o.eval_file, o.out):
@@ -242,7 +242,7 @@ def _cost_probe(a: argparse.Namespace) -> int:
     return 0
 
 
-def _probe(a: argparse.Namespace) -> int:
+def _run_probe(a: argparse.Namespace) -> int:
     from ..checkpoint import atomic_write_bytes, check_card_write, resolve_checkpoint, write_card_section
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     if a.card:
@@ -268,7 +268,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     add_options(p, DemoOptions)
 
 
-def _demo(a: argparse.Namespace) -> int:
+def _run_demo(a: argparse.Namespace) -> int:
     """Plan with a shipped model towards goals of never-seen episodes of its env (or train one first)."""
     from ..checkpoint import read_meta, resolve_checkpoint
     from ..data.collect import CollectConfig, collect, print_summary
@@ -329,7 +329,7 @@ def _import_args(p: argparse.ArgumentParser) -> None:
     add_options(p, ImportOptions)
 
 
-def _import(a: argparse.Namespace) -> int:
+def _run_import(a: argparse.Namespace) -> int:
     """A reference (stable-worldmodel) LeWM checkpoint as this package's checkpoint folder."""
     from ..checkpoint import CONFIG, save_checkpoint
     from ..interop.reference_checkpoint import load_reference
@@ -347,13 +347,13 @@ def _import(a: argparse.Namespace) -> int:
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
-    "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _collect),
-    "demo": ("plan with a shipped model (Push-T by default; or --train one) and film it", _demo_args, _demo),
-    "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _eval),
-    "import": ("a reference (stable-worldmodel) LeWM checkpoint as this package's folder", _import_args, _import),
-    "probe": ("linear and MLP probes: how much physical state the latent holds", _probe_args, _probe),
-    "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _plot),
-    "train": ("fit a world model from a rollout file", _train_args, _train),
+    "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _run_collect),
+    "demo": ("plan with a shipped model (Push-T by default; or --train one) and film it", _demo_args, _run_demo),
+    "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _run_eval),
+    "import": ("a reference (stable-worldmodel) LeWM checkpoint as this package's folder", _import_args, _run_import),
+    "probe": ("linear and MLP probes: how much physical state the latent holds", _probe_args, _run_probe),
+    "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _run_plot),
+    "train": ("fit a world model from a rollout file", _train_args, _run_train),
 }
 
 

@@ -278,7 +278,7 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
             if save_due and not all(torch.isfinite(p).all() for p in model.parameters()):
                 raise _diverged(out, step, "the weights are not finite (nothing saved)", saved)
             if save_due and ranks.main:
-                _save(cfg, run, step, time.perf_counter() - t_start, val)
+                _save_run(cfg, run, step, time.perf_counter() - t_start, val)
             saved = step if save_due else saved
             if val_due or save_due:
                 barrier(ranks)  # the others wait while rank 0 validates and writes
@@ -289,7 +289,8 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
     return out
 
 
-def _save(cfg: TrainConfig, run: _Run, step: int, wall: float, val: dict[str, float]) -> None:
+def _save_run(cfg: TrainConfig, run: _Run, step: int, wall: float, val: dict[str, float]) -> None:
+    """The run at `step`: its checkpoint (model, config.json, card), then its resumable state."""
     out = Path(cfg.out)
     done = replace(run.meta, training={**run.meta.training, "steps": step, "wall_seconds": round(wall, 1)})
     card = model_card(done, cfg, step, wall, run.model.num_parameters(), val)
