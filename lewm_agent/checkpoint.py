@@ -30,7 +30,7 @@ from .lock import LOCK_FILE
 from .model.world_model import WorldModel
 from .runlog import LOG_FILE
 
-FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 NEXT_CONFIG = CONFIG + ".next"  # the config of a save in progress (see save_checkpoint)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -70,7 +70,7 @@ class CheckpointMeta:
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d.update(format_version=FORMAT_VERSION, model=self.model.to_dict(), planner=self.planner.to_dict())
+        d.update(format_version=CHECKPOINT_FORMAT, model=self.model.to_dict(), planner=self.planner.to_dict())
         for name in ("action_mean", "action_std", "action_low", "action_high"):
             d[name] = list(d[name])
         return d
@@ -79,8 +79,8 @@ class CheckpointMeta:
     def from_dict(cls, d: dict[str, Any]) -> CheckpointMeta:
         d = dict(d)
         version = d.pop("format_version", None)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"config.json: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        if version != CHECKPOINT_FORMAT:
+            raise ValueError(f"config.json: format_version {version!r} is not supported (expected {CHECKPOINT_FORMAT})")
         d.pop("weights_dtype", None)
         known = {f.name for f in dataclasses.fields(cls)}
         missing = sorted(k for k in ("model", "action_mean", "action_std", "action_low", "action_high") if k not in d)

@@ -1,4 +1,5 @@
-"""Typed, frozen configurations: the world model's architecture and the planner.
+"""Typed, frozen configurations: the world model's architecture and the planner, and the training
+defaults that follow from an architecture (window length, SIGReg weight).
 
 `ModelConfig()` with no arguments is the paper's architecture (ViT-Tiny/14 at 224 px,
 6-layer AdaLN-zero predictor, ~18M parameters). Named presets live in `PRESETS`.
@@ -39,6 +40,17 @@ def _check_types(cfg: Any) -> None:
             expected = "a non-empty list of ints >= 1"
         if not ok:
             raise ValueError(f"{type(cfg).__name__}.{f.name}: expected {expected}, got {v!r}")
+
+
+def fields_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """`cls(**d)` for any config dataclass, read from JSON: unknown keys are refused by name, JSON
+    lists become tuples where the field's default is one. Every config's `from_dict`."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(fields)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) and isinstance(fields[k].default, tuple) else v
+                  for k, v in d.items()})
 
 
 @dataclass(frozen=True)
@@ -115,13 +127,7 @@ class ModelConfig:
         d["cnn_channels"] = list(self.cnn_channels)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+    from_dict = classmethod(fields_from_dict)
 
 
 @dataclass(frozen=True)
@@ -160,27 +166,21 @@ class PlannerConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PlannerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown PlannerConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+    from_dict = classmethod(fields_from_dict)
 
 
 # Named architectures. Anything not given keeps the paper default.
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper: ViT-Tiny/14 at 224 px, ~18M parameters.
     "paper": {},
-    # CPU preset: 64 px, small conv encoder, 3-layer predictor (~1.5M parameters);
-    # trains to a usable Two-Room model in minutes on 2 cores.
+    # CPU preset: 64 px, small conv encoder, 3-layer predictor (~1.5M parameters), sized for
+    # training on a few CPU cores (README, Speed).
     "small": dict(
         image_size=64, encoder="cnn", cnn_channels=(32, 64, 64, 128), encoder_width=256,
         latent_dim=128, projector_hidden=512, action_hidden=256,
         predictor_depth=3, predictor_heads=4, predictor_head_dim=32, predictor_mlp=512,
     ),
-    # Test preset: 32 px, a few thousand parameters per layer; seconds per hundred steps.
+    # Test preset: 32 px, a few thousand parameters per layer: small enough for the test suite.
     "tiny": dict(
         image_size=32, encoder="cnn", cnn_channels=(8, 16, 32), encoder_width=64,
         latent_dim=32, projector_hidden=64, action_hidden=32,
@@ -194,6 +194,27 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def sequence_frames(model_cfg: ModelConfig, asked: int | None = None) -> int:
+    """Frames per training window (`asked`, the trainer's --sequence-frames, if given). The window
+    predictor sees `history` frames, so history + 1 (each window's last prediction is the one a
+    planner makes). The banded predictor sees further back with depth and rolls out past the
+    context, so by default it trains on the planner's span: history context frames plus the
+    default horizon of 5 predictions."""
+    if asked is not None:
+        return asked
+    return model_cfg.history + (1 if model_cfg.predictor_attention == "window" else PlannerConfig().horizon)
+
+
+def default_sigreg_weight(preset_name: str, latent_dim: int) -> float:
+    """lambda when none is given. Our prediction loss sums over the D latent dimensions; the
+    reference code averages over them, so its lambda = 0.09 is 0.09 * D here (17.3 for the paper's
+    D = 192). The `paper` preset gets that: with 0.09 here it collapsed on one H200 (Push-T, 224 px,
+    2021 steps: embedding std 0.15 at step 25 and 0.008 at the end, SIGReg stuck at 51, 4% success).
+    The CPU presets keep 0.09, the value their Two-Room runs were measured with (0.09 * D there
+    over-spread the latent and left CEM on a flat cost plateau)."""
+    return 0.09 * latent_dim if preset_name == "paper" else 0.09
 
 
 __all__ = ["ModelConfig", "PlannerConfig", "PRESETS", "preset"]

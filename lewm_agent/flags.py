@@ -2,8 +2,10 @@
 
 A field's metadata holds what its option needs beyond its name, type and default: the help text
 and, where they differ from the defaults, the flag, choices, metavar or nargs. `option(...)` makes
-such a field; `add_options` turns the named fields of a dataclass into argparse options, in the
-order given (the order of `--help`); `config_kwargs` maps the parsed values back onto the fields.
+such a field; `add_options` turns the named fields of a dataclass (all of them by default) into
+argparse options, in the order given (the order of `--help`); `config_kwargs` maps the parsed
+values back onto the fields, `from_args` makes the dataclass of them. A flag without a leading
+"-" is a positional argument.
 
 A bool field whose flag starts with "--no-" is inverted: `--no-progress` sets `progress=False`.
 A numeric field may declare its range (`low`/`high` inclusive, `above`/`below` exclusive):
@@ -39,18 +41,24 @@ def _inverted(f: dataclasses.Field) -> bool:
     return _flag(f).startswith("--no-")
 
 
-def add_options(parser: argparse.ArgumentParser | Any, cls: type, names: list[str] | tuple[str, ...]) -> None:
+def _names(cls: type, names: list[str] | tuple[str, ...] | None) -> list[str] | tuple[str, ...]:
+    return [f.name for f in dataclasses.fields(cls)] if names is None else names
+
+
+def add_options(parser: argparse.ArgumentParser | Any, cls: type, names: list[str] | tuple[str, ...] | None = None
+                ) -> None:
     """One argparse option per named field of dataclass `cls`, from its type, default and metadata."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in names:
+    for name in _names(cls, names):
         f = fields[name]
         meta = {k: v for k, v in f.metadata.get(META, {}).items() if k != "flag" and k not in RANGE_KEYS}
         flag, kind = _flag(f), hints[name]
         if kind is bool:
             parser.add_argument(flag, action="store_true", **meta)
             continue
-        kwargs: dict[str, Any] = {"dest": name} if flag != "--" + name.replace("_", "-") else {}
+        renamed = flag.startswith("-") and flag != "--" + name.replace("_", "-")  # a positional's dest is its flag
+        kwargs: dict[str, Any] = {"dest": name} if renamed else {}
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             kwargs["required"] = True
         else:
@@ -69,11 +77,12 @@ def _scalar(kind: Any) -> type | None:
     return base if base in (int, float) else None
 
 
-def config_kwargs(cls: type, args: argparse.Namespace, names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def config_kwargs(cls: type, args: argparse.Namespace, names: list[str] | tuple[str, ...] | None = None
+                  ) -> dict[str, Any]:
     """The named fields' values from parsed `args` (inverted flags flipped, lists made tuples)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     out = {}
-    for name in names:
+    for name in _names(cls, names):
         f = fields[name]
         if _inverted(f):
             out[name] = not getattr(args, _flag(f)[2:].replace("-", "_"))
@@ -81,6 +90,11 @@ def config_kwargs(cls: type, args: argparse.Namespace, names: list[str] | tuple[
         value = getattr(args, name)
         out[name] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Dataclass `cls` of its fields' parsed values (every field must have its option)."""
+    return cls(**config_kwargs(cls, args))
 
 
 def _range_text(meta: dict[str, Any]) -> str:

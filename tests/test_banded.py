@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from lewm_agent import LeWMAgent, ModelConfig, WorldModel, preset
-from lewm_agent.training.config import TrainConfig, sequence_frames
+from lewm_agent.config import sequence_frames
+from lewm_agent.training.config import TrainConfig
 from lewm_agent.training.train import train
 
 
@@ -67,8 +68,8 @@ def test_a_banded_model_trains_on_longer_windows_and_plans(dot_dataset, tmp_path
     cfg = TrainConfig(data=str(dot_dataset), out=str(tmp_path / "ck"), preset="tiny", steps=6, batch_size=16,
                       warmup_steps=1, eval_interval=6, ckpt_interval=6, val_windows=16, num_projections=32,
                       precision="fp32", progress=False)
-    assert sequence_frames(cfg, preset("tiny", predictor_attention="banded")) == 3 + 5
-    assert sequence_frames(cfg, preset("tiny")) == 3 + 1
+    assert sequence_frames(preset("tiny", predictor_attention="banded"), cfg.sequence_frames) == 3 + 5
+    assert sequence_frames(preset("tiny"), cfg.sequence_frames) == 3 + 1
     out = train(cfg, model_overrides={"predictor_attention": "banded"})
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["predictor_attention"] == "banded"

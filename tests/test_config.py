@@ -1,4 +1,5 @@
-"""ModelConfig and PlannerConfig: one JSON convention; unknown keys and wrong types refused by name."""
+"""Every config class: one JSON convention (`from_dict`); unknown keys and wrong types refused by name."""
+import dataclasses
 import json
 import math
 from dataclasses import fields
@@ -43,3 +44,25 @@ def test_config_fields_of_the_wrong_type_are_refused_by_name(cls, data):
         return  # a valid channel list
     with pytest.raises(ValueError, match=field):
         cls.from_dict({**base, field: value})
+
+
+def _configs():
+    from lewm_agent.data.collect import CollectConfig
+    from lewm_agent.evaluation.evaluate import EvalConfig
+    from lewm_agent.evaluation.probe import ProbeConfig
+    from lewm_agent.training.config import TrainConfig
+    return [(ModelConfig, {}), (PlannerConfig, {}), (TrainConfig, {"data": "x.h5", "out": "o"}),
+            (EvalConfig, {"checkpoint": "c", "env_id": "lewm/TwoRoom-v0"}),
+            (ProbeConfig, {"checkpoint": "c", "data": "x.h5"}),
+            (CollectConfig, {"env_id": "lewm/TwoRoom-v0", "episodes": 2, "out": "o.h5"})]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_every_config_reads_its_json_through_one_from_dict(index):
+    from lewm_agent.config import fields_from_dict
+    cls, given = _configs()[index]
+    assert cls.from_dict.__func__ is fields_from_dict  # one reader, one convention
+    cfg = cls(**given)
+    assert cls.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg  # JSON lists back to tuples
+    with pytest.raises(ValueError, match=f"unknown {cls.__name__} field"):
+        cls.from_dict({**given, "nonsense": 1})

@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("lewm_envs.pusht", "lewm_envs.two_room", "lewm_envs.cube"),
     ("lewm_envs",),  # the face: registration and the helpers above
     ("lewm_agent.version", "lewm_agent.flags", "lewm_agent.config", "lewm_agent.device", "lewm_agent.precision",
-     "lewm_agent.progress", "lewm_agent.lock", "lewm_agent.runlog", "lewm_agent.distributed"),
+     "lewm_agent.progress", "lewm_agent.lock", "lewm_agent.runlog", "lewm_agent.distributed",
+     "lewm_agent.threads"),
     ("lewm_agent.data", "lewm_agent.model"),
     ("lewm_agent.checkpoint",),
     ("lewm_agent.interop",),
@@ -131,3 +132,22 @@ def test_setup_cfg_lists_every_package():
     listed = set(cfg["options"]["packages"].split())
     folders = {name for name, path in MODULES.items() if path.name == "__init__.py"}
     assert folders <= listed, f"setup.cfg [options] packages misses {sorted(folders - listed)}"
+
+
+def test_the_readme_layout_names_every_folder_and_module():
+    """README's Layout is the tree's: a module or folder added, moved or renamed must be named there."""
+    import re
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    words = set(re.findall(r"[A-Za-z_]+", block))
+    missing = []
+    for name, path in MODULES.items():
+        parts = name.split(".")[1:]  # under lewm_agent or lewm_envs (envs/)
+        if not parts or parts[-1] in ("__main__",):
+            continue
+        if path.name == "__init__.py":
+            if f"{parts[-1]}/" not in block:
+                missing.append(f"{path.relative_to(ROOT).parent}/")
+        elif parts[-1] not in words:
+            missing.append(str(path.relative_to(ROOT)))
+    assert not missing, f"README's Layout does not name: {sorted(missing)}"

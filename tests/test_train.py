@@ -6,6 +6,7 @@ import torch
 
 import lewm_agent.training.train as train_mod
 from lewm_agent.checkpoint import load_checkpoint
+from lewm_agent.config import default_sigreg_weight
 from lewm_agent.training.train import TrainConfig, train
 
 
@@ -79,8 +80,8 @@ def test_resume_refuses_changed_settings(dot_dataset, tmp_path):
 
 def test_default_lambda_is_recorded_and_the_paper_preset_gets_the_reference_scale(dot_dataset, tmp_path):
     # The reference averages the prediction loss over D; ours sums, so its 0.09 is 0.09 * D here.
-    assert train_mod.default_sigreg_weight("paper", 192) == pytest.approx(17.28)
-    assert train_mod.default_sigreg_weight("tiny", 32) == pytest.approx(0.09)
+    assert default_sigreg_weight("paper", 192) == pytest.approx(17.28)
+    assert default_sigreg_weight("tiny", 32) == pytest.approx(0.09)
     train(cfg(dot_dataset, tmp_path / "d", steps=20))
     recorded = json.loads((tmp_path / "d" / "config.json").read_text())["training"]["train_config"]
     assert recorded["sigreg_weight"] == pytest.approx(0.09)

@@ -25,12 +25,12 @@ Reset samples the start as OGBench's data-collection reset does (arm at a random
 table, cube at a random pose on the table, random target on the table); the goal state puts the cube
 at the target with the arm at another random pose, as OGBench builds its task goal images.
 
-Rendering: `render_quality="fast"` (default: no shadows, no multisampling, 25-50 ms a 64 px frame
-with software EGL), "lite" (as fast, with the arm's 185k mesh faces clustered on a grid of
-0.64 / image_size metres, 1 cm at 64 px, to ~8k: ~6 ms, the same picture but for 1.5% of pixels
-on the arm's edges, mean |difference| 0.6 / 255; see mesh_lod.py) or "full" (MuJoCo's/
-OGBench's defaults: 4096 px shadow map, 4x multisampling, ~130 ms). Images differ between
-qualities, so a model is trained and evaluated with one.
+Rendering: `render_quality="fast"` (default: no shadows, no multisampling), "lite" (as fast, with
+the arm's 185k mesh faces clustered on a grid of 0.64 / image_size metres, 1 cm at 64 px, to ~8k:
+faster with software EGL, the same picture but for 1.5% of pixels on the arm's edges, mean
+|difference| 0.6 / 255; see mesh_lod.py) or "full" (MuJoCo's/OGBench's defaults: 4096 px shadow
+map, 4x multisampling; the slowest). Frame times: README, Speed. Images differ between qualities,
+so a model is trained and evaluated with one.
 Memory: the CubeEnvs of a process share one OGBench simulator and one renderer per (size, quality)
 (`share_sim=True`, default): each env parks its full state when another one uses the simulator
 and restores it when it comes back, so results are bit-identical to private simulators and fifty

@@ -1,10 +1,11 @@
 """Coarser render meshes for small images: vertex clustering on a grid.
 
 Software rasterisers pay per triangle: OGBench's UR5e + Robotiq meshes have 185k faces, which
-cost ~50 ms per 64 px frame through llvmpipe although most faces are smaller than a hundredth
-of a pixel. Snapping every vertex to the first vertex of its `cell`-sized grid cube and dropping
-the faces that collapse keeps the silhouettes to within one cell (6 mm is a fraction of a
-64 px pixel at OGBench's camera distance) and removes ~90% of the faces.
+make most of a 64 px frame's time through llvmpipe (README, Speed) although most faces are
+smaller than a hundredth of a pixel. Snapping every vertex to the first vertex of its
+`cell`-sized grid cube and dropping the faces that collapse keeps the silhouettes to within one
+cell (6 mm is a fraction of a 64 px pixel at OGBench's camera distance) and removes ~90% of the
+faces.
 
 Only a copy of the model is changed, and only what the renderer uploads (faces and their
 normal/texture indices): physics, collision meshes and the caller's model stay untouched.

@@ -15,8 +15,20 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..flags import add_options, config_kwargs
+from ..flags import add_options, config_kwargs, from_args
 from ..lock import RunLock
+from .options import (
+    DEMO_CHECKPOINT,
+    PLANNER_INT_FLAGS,
+    CollectEnv,
+    DemoOptions,
+    EvalOut,
+    EvalPlanner,
+    ImportOptions,
+    PlotOptions,
+    ProbeOut,
+    TrainJSON,
+)
 
 # ------------------------------------------------------------------- train
 TRAIN_OPTIONS = ("data", "out", "preset", "steps", "batch_size", "warmup_steps", "val_windows", "eval_interval",
@@ -28,16 +40,11 @@ TRAIN_OPTIONS = ("data", "out", "preset", "steps", "batch_size", "warmup_steps",
 def _train_args(p: argparse.ArgumentParser) -> None:
     from ..training.config import TrainConfig
     add_options(p, TrainConfig, TRAIN_OPTIONS)
-    p.add_argument("--model", default="{}", metavar="JSON",
-                   help='ModelConfig overrides, e.g. \'{"image_size": 96}\'')
-    p.add_argument("--planner", default="{}", metavar="JSON",
-                   help="planning defaults stored in the checkpoint (by default those of the env's shipped "
-                        "checkpoint, measured best there, else the planner's own); keys given here replace them, "
-                        "e.g. '{\"noise_beta\": 2}'")
+    add_options(p, TrainJSON)
     add_options(p, TrainConfig, ["progress"])
 
 
-def _train(a: argparse.Namespace) -> int:
+def _run_train(a: argparse.Namespace) -> int:
     from ..config import ModelConfig, PlannerConfig
     from ..training.config import TrainConfig
     from ..training.train import TrainingDiverged, train
@@ -84,7 +91,7 @@ def _train_policy_args(p: argparse.ArgumentParser) -> None:
     add_options(p, PolicyTrainConfig, TRAIN_POLICY_OPTIONS)
 
 
-def _train_policy(a: argparse.Namespace) -> int:
+def _run_train_policy(a: argparse.Namespace) -> int:
     from ..training.train_policy import PolicyTrainConfig, report_line, train_policy
     folder, report = train_policy(PolicyTrainConfig(**config_kwargs(PolicyTrainConfig, a, TRAIN_POLICY_OPTIONS)),
                                   command=a.command_line)
@@ -96,13 +103,11 @@ def _train_policy(a: argparse.Namespace) -> int:
 def _collect_args(p: argparse.ArgumentParser) -> None:
     from ..data.collect import CollectConfig
     add_options(p, CollectConfig, ("env_id", "episodes", "out", "workers", "seed"))
-    p.add_argument("--image-size", type=int, default=None, help="env image_size (default: the env's)")
-    p.add_argument("--env-kwargs", default="{}", metavar="JSON", help="extra env kwargs (e.g. render settings)")
-    p.add_argument("--expert-kwargs", default="{}", metavar="JSON", help='e.g. \'{"noise": 0.3}\'')
+    add_options(p, CollectEnv)
     add_options(p, CollectConfig, ("max_steps", "compression", "overwrite", "progress"))
 
 
-def _collect(a: argparse.Namespace) -> int:
+def _run_collect(a: argparse.Namespace) -> int:
     from ..data.collect import CollectConfig, collect, print_summary
     env_kwargs = _json_arg("--env-kwargs", a.env_kwargs)
     if a.image_size is not None:
@@ -120,9 +125,6 @@ def _collect(a: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------- eval
-PLANNER_INT_FLAGS = ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon")
-
-
 EVAL_OPTIONS = ("episodes", "seeds", "goal_offset", "goal_steps", "budget", "device", "precision", "planner_kind",
                 "seeded_iterations")
 EVAL_LATER = ("video", "video_episodes", "diagnose", "diagnose_pairs", "diagnose_windows", "oracle_samples",
@@ -135,26 +137,11 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     add_options(p, EvalConfig, ["checkpoint"])
     add_options(p.add_mutually_exclusive_group(required=True), EvalConfig, ["data", "env_id"])
     add_options(p, EvalConfig, EVAL_OPTIONS)
-    for name in PLANNER_INT_FLAGS:
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="planner (default: checkpoint's)")
-    p.add_argument("--planner", default="{}", metavar="JSON",
-                   help="planner settings as in `lewm train --planner`, e.g. '{\"num_samples\": 600}'; "
-                        "the flags below override it (default: the checkpoint's)")
-    p.add_argument("--std", type=float, default=None, help="planner: initial sampling std")
-    p.add_argument("--noise-beta", type=float, default=None,
-                   help="planner: sampling noise colour along time (0 white, 2 smooth)")
-    p.add_argument("--warm-start", type=int, choices=[0, 1], default=None, help="planner: reuse the previous plan")
-    p.add_argument("--cost", choices=["final", "min"], default=None,
-                   help="planner: goal distance of the final predicted frame (paper) or the min over the horizon")
+    add_options(p, EvalPlanner)
     add_options(p, EvalConfig, ["baselines"])
-    p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
-    p.add_argument("--card", action="store_true",
-                   help="write eval.json into the checkpoint folder and the table into its model card")
+    add_options(p, EvalOut, ["out", "card"])
     add_options(p, EvalConfig, ["progress"])
-    p.add_argument("--card-name", default="eval", metavar="NAME",
-                   help="with --card: NAME.json and card section NAME, e.g. a second test file (default: eval)")
-    p.add_argument("--force", action="store_true",
-                   help="with --card: write into a shipped checkpoint, or over a section measured on more pairs")
+    add_options(p, EvalOut, ["card_name", "force"])
     add_options(p, EvalConfig, EVAL_LATER)
 
 
@@ -177,7 +164,7 @@ def _check_headline_recipe(checkpoint: str, data: str) -> None:
                              "headline evaluation claims; write it under another --card-name")
 
 
-def _eval(a: argparse.Namespace) -> int:
+def _run_eval(a: argparse.Namespace) -> int:
     from ..checkpoint import check_card_write, resolve_checkpoint
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     if a.card and not a.card_name.replace("_", "").isalnum():
@@ -238,16 +225,13 @@ def _save_report(folder: Path, report: dict, table: str | None = None, stem: str
 
 # -------------------------------------------------------------------- plot
 def _plot_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN_DIR", nargs="?", default=None,
-                   help="training output folder holding log.jsonl (or the log file); optional with --eval")
-    p.add_argument("--eval", dest="eval_file", default=None, metavar="FILE",
-                   help="eval.json to chart (default: RUN_DIR/eval.json or RUN_DIR/eval/eval.json if present)")
-    p.add_argument("--out", default=None, help="folder for the PNGs (default: RUN_DIR/plots)")
+    add_options(p, PlotOptions)
 
 
-def _plot(a: argparse.Namespace) -> int:
+def _run_plot(a: argparse.Namespace) -> int:
     from ..evaluation.plot import plot_run
-    for path in plot_run(a.run, a.eval_file, a.out):
+    o = from_args(PlotOptions, a)
+    for path in plot_run(o.run, o.eval_file, o.out):
         print(path)
     return 0
 
@@ -259,12 +243,7 @@ PROBE_OPTIONS = ("checkpoint", "data", "frames", "val_fraction", "seed", "mlp_st
 def _probe_args(p: argparse.ArgumentParser) -> None:
     from ..evaluation.probe import ProbeConfig
     add_options(p, ProbeConfig, PROBE_OPTIONS)
-    p.add_argument("--out", default=None, help="folder for probe.json and probe.md")
-    p.add_argument("--card", action="store_true", help="write probe.json and the table into the checkpoint's card")
-    p.add_argument("--force", action="store_true", help="with --card: write into a shipped checkpoint")
-    p.add_argument("--cost-probe", metavar="QUANTITY", default=None,
-                   help="instead: fit a linear probe of QUANTITY (e.g. cube_xyz) on --data (the training file) and "
-                        "save it into the checkpoint for the planner's probe_weight cost")
+    add_options(p, ProbeOut)
 
 
 def _cost_probe(a: argparse.Namespace) -> int:
@@ -286,7 +265,7 @@ def _cost_probe(a: argparse.Namespace) -> int:
     return 0
 
 
-def _probe(a: argparse.Namespace) -> int:
+def _run_probe(a: argparse.Namespace) -> int:
     from ..checkpoint import atomic_write_bytes, check_card_write, resolve_checkpoint, write_card_section
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
     if a.card:
@@ -308,61 +287,49 @@ def _probe(a: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------- demo
-DEMO_CHECKPOINT = "pusht"
-
-
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo", help="folder for the data, videos and report")
-    p.add_argument("--checkpoint", default=None,
-                   help=f"shipped name (pusht, two_room, cube) or checkpoint folder; its env and image size "
-                        f"come from its config.json (default: {DEMO_CHECKPOINT}; not with --train)")
-    p.add_argument("--episodes", type=int, default=None,
-                   help="episodes to collect (default 200 to draw pairs from; 400 Two-Room episodes with --train)")
-    p.add_argument("--eval-episodes", type=int, default=50, help="start/goal pairs")
-    p.add_argument("--video-episodes", type=int, default=2, help="pairs filmed (0: no video)")
-    p.add_argument("--train", action="store_true",
-                   help="instead: collect 400 Two-Room episodes, train the `tiny` preset from scratch, evaluate it")
-    p.add_argument("--steps", type=int, default=1500, help="training steps (with --train)")
+    add_options(p, DemoOptions)
 
 
-def _demo(a: argparse.Namespace) -> int:
+def _run_demo(a: argparse.Namespace) -> int:
     """Plan with a shipped model towards goals of never-seen episodes of its env (or train one first)."""
     from ..checkpoint import read_meta, resolve_checkpoint
     from ..data.collect import CollectConfig, collect, print_summary
     from ..evaluation.evaluate import EvalConfig, eval_markdown, evaluate
     from ..training.config import TrainConfig
     from ..training.train import train
-    out = Path(a.out)
+    o = from_args(DemoOptions, a)
+    out = Path(o.out)
     expert_kwargs, max_steps = {}, None
-    if a.train:
+    if o.train:
         env_id, env_kwargs = "lewm/TwoRoom-v0", {}
     else:
-        ckpt = resolve_checkpoint(a.checkpoint or DEMO_CHECKPOINT)
+        ckpt = resolve_checkpoint(o.checkpoint or DEMO_CHECKPOINT)
         meta = read_meta(ckpt)
         env_id, env_kwargs = meta.env_id, meta.env_kwargs
         # Unseen episodes of the same kind as the training data: the same expert settings (e.g. pace).
         recipe = meta.training.get("data_recipe", {})
         expert_kwargs, max_steps = recipe.get("expert_kwargs") or {}, recipe.get("max_episode_steps")
     # Seed 1: the shipped models were trained on seed 0's episodes, so every pair here is unseen.
-    data = out / f"{'train' if a.train else 'unseen'}_{env_id.split('/')[-1].lower()}.h5"
+    data = out / f"{'train' if o.train else 'unseen'}_{env_id.split('/')[-1].lower()}.h5"
     # Paced episodes are long: 60 of them hold far more than the 50 pairs needed.
-    episodes = a.episodes or (400 if a.train else 60 if expert_kwargs.get("max_speed") else 200)
+    episodes = o.episodes or (400 if o.train else 60 if expert_kwargs.get("max_speed") else 200)
     if not data.exists():
         print(f"[1/3] collecting {episodes} {env_id} episodes with the scripted expert", file=sys.stderr)
-        print_summary(collect(CollectConfig(env_id, episodes, str(data), seed=int(not a.train), env_kwargs=env_kwargs,
+        print_summary(collect(CollectConfig(env_id, episodes, str(data), seed=int(not o.train), env_kwargs=env_kwargs,
                                             expert_kwargs=expert_kwargs, max_steps=max_steps)), str(data))
-    if a.train:
+    if o.train:
         ckpt = out / "model"
-        print(f"[2/3] training the `tiny` preset for {a.steps} steps into {ckpt}", file=sys.stderr)
+        print(f"[2/3] training the `tiny` preset for {o.steps} steps into {ckpt}", file=sys.stderr)
         # sigreg_weight 0.3 and coloured CEM noise: the Two-Room settings measured best for this preset
-        train(TrainConfig(data=str(data), out=str(ckpt), preset="tiny", steps=a.steps, batch_size=64, lr=3e-3,
+        train(TrainConfig(data=str(data), out=str(ckpt), preset="tiny", steps=o.steps, batch_size=64, lr=3e-3,
                           warmup_steps=100, sigreg_weight=0.3, eval_interval=500, ckpt_interval=500,
                           log_interval=100), {"image_size": 64}, command=a.command_line, planner={"noise_beta": 2.0})
     else:
         print(f"[2/3] using the shipped model {ckpt} ({env_id})", file=sys.stderr)
-    print(f"[3/3] planning towards the goal images of {a.eval_episodes} pairs", file=sys.stderr)
-    video = {"video": str(out / "videos"), "video_episodes": a.video_episodes} if a.video_episodes else {}
-    report = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(data), episodes=a.eval_episodes, seeds=(0,),
+    print(f"[3/3] planning towards the goal images of {o.eval_episodes} pairs", file=sys.stderr)
+    video = {"video": str(out / "videos"), "video_episodes": o.video_episodes} if o.video_episodes else {}
+    report = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(data), episodes=o.eval_episodes, seeds=(0,),
                                  **video))
     table = eval_markdown(report)
     _save_report(out, report, table)
@@ -382,50 +349,41 @@ def _numbers(flag: str, text: str | None) -> list[float] | None:
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reference", required=True,
-                   help="reference LeWM checkpoint: its *_object.ckpt, its weights.pt (config.json beside it), "
-                        "or their folder")
-    p.add_argument("--out", required=True, help="checkpoint folder to write (must not hold one)")
-    for name, what in (("mean", "mean of the training data's actions"), ("std", "std of the training data's actions"),
-                       ("low", "action-space lower bound (or --env)"), ("high", "action-space upper bound (or --env)")):
-        p.add_argument(f"--action-{name}", default=None, help=f"per dimension, comma-separated: {what}")
-    p.add_argument("--env", default=None, help="env id recorded in the checkpoint; bounds from its action space")
-    p.add_argument("--encoder-heads", type=int, default=None, help="ViT heads, where the checkpoint does not say")
-    p.add_argument("--predictor-heads", type=int, default=None,
-                   help="predictor heads, where the checkpoint does not say")
+    add_options(p, ImportOptions)
 
 
-def _import(a: argparse.Namespace) -> int:
+def _run_import(a: argparse.Namespace) -> int:
     """A reference (stable-worldmodel) LeWM checkpoint as this package's checkpoint folder."""
     from ..checkpoint import CONFIG, save_checkpoint
     from ..interop.reference_checkpoint import load_reference
-    if (Path(a.out) / CONFIG).exists():
-        raise FileExistsError(f"--out: {a.out} already holds a checkpoint")
-    model, meta = load_reference(a.reference, _numbers("--action-mean", a.action_mean),
-                                 _numbers("--action-std", a.action_std), _numbers("--action-low", a.action_low),
-                                 _numbers("--action-high", a.action_high), a.env, a.encoder_heads, a.predictor_heads)
+    o = from_args(ImportOptions, a)
+    if (Path(o.out) / CONFIG).exists():
+        raise FileExistsError(f"--out: {o.out} already holds a checkpoint")
+    model, meta = load_reference(o.reference, _numbers("--action-mean", o.action_mean),
+                                 _numbers("--action-std", o.action_std), _numbers("--action-low", o.action_low),
+                                 _numbers("--action-high", o.action_high), o.env, o.encoder_heads, o.predictor_heads)
     meta = dataclasses.replace(meta, training={**meta.training, "command": a.command_line})
-    save_checkpoint(a.out, model, meta)
-    print(f"imported {a.reference} -> {a.out} ({model.num_parameters()['total']:,} parameters)", file=sys.stderr)
+    save_checkpoint(o.out, model, meta)
+    print(f"imported {o.reference} -> {o.out} ({model.num_parameters()['total']:,} parameters)", file=sys.stderr)
     return 0
 
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
-    "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _collect),
-    "demo": ("plan with a shipped model (Push-T by default; or --train one) and film it", _demo_args, _demo),
-    "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _eval),
-    "import": ("a reference (stable-worldmodel) LeWM checkpoint as this package's folder", _import_args, _import),
-    "probe": ("linear and MLP probes: how much physical state the latent holds", _probe_args, _probe),
-    "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _plot),
-    "train": ("fit a world model from a rollout file", _train_args, _train),
+    "collect": ("record expert rollouts of an env into an HDF5 file", _collect_args, _run_collect),
+    "demo": ("plan with a shipped model (Push-T by default; or --train one) and film it", _demo_args, _run_demo),
+    "eval": ("evaluate a checkpoint with the paper's protocol", _eval_args, _run_eval),
+    "import": ("a reference (stable-worldmodel) LeWM checkpoint as this package's folder", _import_args, _run_import),
+    "probe": ("linear and MLP probes: how much physical state the latent holds", _probe_args, _run_probe),
+    "plot": ("PNG curves of a training log and a success chart of an eval report", _plot_args, _run_plot),
+    "train": ("fit a world model from a rollout file", _train_args, _run_train),
     "train-policy": ("fit a goal-conditioned actor in a checkpoint's latent space (world model frozen)",
-                     _train_policy_args, _train_policy),
+                     _train_policy_args, _run_train_policy),
 }
 
 
 # Commands whose torch work slows many-fold when its threads outnumber the free cores.
-TORCH_COMMANDS = frozenset({"demo", "eval", "probe", "train"})
+TORCH_COMMANDS = frozenset({"demo", "eval", "probe", "train", "train-policy"})
 
 # Options that do something only beside another (dependent -> needed), and pairs that exclude each
 # other: given alone they would be silently ignored, so they are refused instead.

@@ -33,6 +33,7 @@ import numpy as np
 import lewm_envs
 from lewm_envs.experts import EXPERTS, expert_class
 
+from ..config import fields_from_dict
 from ..flags import check_ranges, option
 from ..lock import RunLock
 from ..progress import Progress
@@ -59,6 +60,8 @@ class CollectConfig:
     # (README, Speed), which bounds collection and loading; "none" for fast local disks.
     compression: str = option("gzip", "pixel compression (default gzip: smallest; none: fastest to write and read)",
                               choices=["gzip", "lzf", "none"])
+
+    from_dict = classmethod(fields_from_dict)  # the JSON reader of every config (config.py)
 
     def __post_init__(self) -> None:
         if self.env_id not in EXPERTS:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .view import EpisodeView
 
-FORMAT_VERSION = 1
+ROLLOUT_FORMAT = 1
 COLUMNS = {"pixels": np.uint8, "action": np.float32, "observation": np.float32, "state": np.float64}
 INDEX_COLUMNS = ("episode_index", "step_index")
 EPISODE_PREFIX = "episode_"
@@ -131,7 +131,7 @@ class RolloutWriter:
             f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(1024,),
                              dtype=np.int64 if name == "episode_ends" else np.float64, track_times=False)
         pix = cols["pixels"]
-        attrs = {"format_version": FORMAT_VERSION, "image_size": list(pix.shape[1:3]),
+        attrs = {"format_version": ROLLOUT_FORMAT, "image_size": list(pix.shape[1:3]),
                  "action_low": [-1.0] * cols["action"].shape[1], "action_high": [1.0] * cols["action"].shape[1],
                  **self.attrs}
         for k, v in attrs.items():
@@ -196,8 +196,8 @@ class RolloutFile(EpisodeView):
     def _validate(self) -> None:
         f, p = self.file, self.path
         version = f.attrs.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{p}: attribute format_version={version!r}, expected {FORMAT_VERSION}")
+        if version != ROLLOUT_FORMAT:
+            raise ValueError(f"{p}: attribute format_version={version!r}, expected {ROLLOUT_FORMAT}")
         missing = [c for c in (*COLUMNS, *INDEX_COLUMNS) if c not in f]
         if missing:
             raise ValueError(f"{p}: missing column(s) {missing}; a rollout file needs "

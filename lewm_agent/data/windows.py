@@ -149,7 +149,7 @@ class StreamWindows(torch.utils.data.Dataset):
         s = self.spec.draw(self.starts, step) if starts is None else starts
         rows = self.spec.frame_rows(s)                                       # (B, h+1)
         column = self._rf.column("pixels")
-        # One read per frame: h5py's fancy/strided selections are ~70x slower than plain reads here.
+        # One read per frame: h5py's fancy/strided selections are far slower than plain reads (README, Speed).
         frames = np.empty((rows.size, *column.shape[1:]), np.uint8)
         for i, r in enumerate(rows.reshape(-1)):
             try:

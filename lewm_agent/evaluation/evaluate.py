@@ -24,6 +24,7 @@ import numpy as np
 from lewm_envs import check_pixel_settings
 
 from ..checkpoint import CheckpointMeta, weights_sha256
+from ..config import fields_from_dict
 from ..data.rollouts import RolloutFile
 from ..flags import CHECKPOINT_HELP, check_ranges, option
 from ..planning.agent import PLANNER_KINDS, LeWMAgent
@@ -71,6 +72,8 @@ class EvalConfig:
     resume_file: str | None = None
     # progress of the agent's steps, with ETA (plain lines off a terminal)
     progress: bool = option(True, "no progress bar or progress lines", flag="--no-progress")
+
+    from_dict = classmethod(fields_from_dict)  # the JSON reader of every config (config.py)
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.env_id is None):
@@ -166,12 +169,7 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     gap = GapRecorder(agent) if cfg.diagnose else None
     bar = Progress(len(cfg.seeds) * cfg.budget, "eval lewm", unit="step", enabled=cfg.progress)
     lewm = LeWMRow(agent, gap, bar)
-    rows: dict[str, Row] = {"lewm": lewm}
-    if cfg.baselines:
-        rows["random"] = factory_row("random", random_policy, env.action_space)
-        if rf:
-            rows["replay"] = replay_row(env.action_space.shape[0])
-    rows.update({name: factory_row(name, f, env.action_space) for name, f in (extra or {}).items()})
+    rows = _rows(lewm, cfg.baselines, rf is not None, env.action_space, extra or {})
     log = SeedLog(resumable, _resume_key(cfg, agent, list(rows)))
     played = _play(cfg, env_id, list(rows.values()), envs, draw, on_seed, log)
     bar.close()
@@ -180,11 +178,7 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     report["pair_difficulty"] = pair_difficulty(env, np.stack([p.state for p in all_pairs]),
                                                 np.stack([p.goal_state for p in all_pairs]))
     if gap is not None:
-        report["diagnostics"] = diagnose(agent, gap, rf, held, envs, played.seed_pairs[0],
-                                         played.results["lewm"][cfg.seeds[0]], budget=cfg.budget,
-                                         seed=cfg.seeds[0], oracle_pairs=cfg.diagnose_pairs,
-                                         windows=cfg.diagnose_windows, oracle_samples=cfg.oracle_samples,
-                                         oracle_iterations=cfg.oracle_iterations)
+        report["diagnostics"] = _diagnostics(cfg, agent, gap, rf, held, envs, played)
     if cfg.video:
         report["videos"] = played.videos
     log.finish()  # every seed is in the report now
@@ -193,6 +187,28 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     if rf:
         rf.close()
     return report
+
+
+def _diagnostics(cfg: EvalConfig, agent: LeWMAgent, gap: GapRecorder, rf: RolloutFile | None, held: np.ndarray,
+                 envs: list[gym.Env], played: _Played) -> dict[str, Any]:
+    """Where planning fails, on the first seed's pairs (diagnostics.py takes the few settings it reads)."""
+    return diagnose(agent, gap, rf, held, envs, played.seed_pairs[0], played.results["lewm"][cfg.seeds[0]],
+                    budget=cfg.budget, seed=cfg.seeds[0], oracle_pairs=cfg.diagnose_pairs,
+                    windows=cfg.diagnose_windows, oracle_samples=cfg.oracle_samples,
+                    oracle_iterations=cfg.oracle_iterations)
+
+
+def _rows(lewm: LeWMRow, baselines: bool, replay: bool, space: gym.spaces.Box,
+          extra: dict[str, PolicyFactory]) -> dict[str, Row]:
+    """The table's rows in order: lewm; random and (with a dataset) replay unless `baselines` is off;
+    then every extra policy."""
+    rows: dict[str, Row] = {"lewm": lewm}
+    if baselines:
+        rows["random"] = factory_row("random", random_policy, space)
+        if replay:
+            rows["replay"] = replay_row(space.shape[0])
+    rows.update({name: factory_row(name, f, space) for name, f in extra.items()})
+    return rows
 
 
 def _env_of(cfg: EvalConfig, meta: CheckpointMeta, rf: RolloutFile | None) -> tuple[str, dict[str, Any]]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..runlog import LOG_FILE, log_rows
 
-INSTALL_HINT = "pip install 'lewm-agent[plot]' (matplotlib)"
+PLOT_INSTALL = "pip install 'lewm-agent[plot]' (matplotlib)"
 Series = dict[str, tuple[np.ndarray, np.ndarray]]   # metric -> (steps, values)
 
 # name, title, [(log key, legend label)], log scale
@@ -43,7 +43,7 @@ def _figure(**kwargs: Any) -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ValueError(f"plots need matplotlib: {INSTALL_HINT}") from None
+        raise ValueError(f"plots need matplotlib: {PLOT_INSTALL}") from None
     return Figure(**kwargs)
 
 
@@ -98,7 +98,7 @@ def plot_training(series: Series, out: str | os.PathLike) -> list[Path]:
     for name, title, keys, log in panels:
         fig = _figure(figsize=(6, 4), layout="constrained")
         _draw_panel(fig.subplots(), series, title, keys, log)
-        paths.append(_save(fig, out / f"{name}.png"))
+        paths.append(_save_png(fig, out / f"{name}.png"))
     cols = 2
     rows = math.ceil(len(panels) / cols)
     fig = _figure(figsize=(6 * cols, 4 * rows), layout="constrained")
@@ -107,7 +107,7 @@ def plot_training(series: Series, out: str | os.PathLike) -> list[Path]:
         _draw_panel(ax, series, title, keys, log)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    paths.append(_save(fig, out / "training.png"))
+    paths.append(_save_png(fig, out / "training.png"))
     return paths
 
 
@@ -153,10 +153,10 @@ def plot_eval(report: dict[str, Any], path: str | os.PathLike, source: str = "ev
     ax.set_title(f"{env}  {report.get('episodes_per_seed', '?')} pairs x {n_seeds} seed{plural}".strip())
     fig.legend(fontsize=8, loc="outside lower center", ncols=3)  # below the axes: never over a bar
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return _save_png(fig, path)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save_png(fig: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -20,6 +20,7 @@ import torch
 from lewm_envs import check_pixel_settings, env_class
 
 from ..checkpoint import load_checkpoint
+from ..config import fields_from_dict
 from ..data.damage import reading
 from ..data.rollouts import RolloutFile
 from ..data.windows import split_episodes
@@ -40,6 +41,8 @@ class ProbeConfig:
     mlp_hidden: int = 256
     mlp_steps: int = option(1500, "MLP probe steps (default %(default)s)", low=0)
     device: str = option("auto")
+
+    from_dict = classmethod(fields_from_dict)  # the JSON reader of every config (config.py)
 
     def __post_init__(self) -> None:
         check_ranges(self)  # the options' declared ranges (flags.py)

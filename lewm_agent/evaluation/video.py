@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 
-INSTALL_HINT = "pip install 'lewm-agent[video]' (imageio, imageio-ffmpeg, pillow)"
+VIDEO_INSTALL = "pip install 'lewm-agent[video]' (imageio, imageio-ffmpeg, pillow)"
 BLOCK = 16          # H.264 players want frame sides divisible by the 16 px macroblock
 MARGIN = 8
 HEADER = 52
@@ -55,7 +55,7 @@ def _modules() -> tuple[Any, Any, Any, Any]:
         import imageio_ffmpeg  # noqa: F401  imageio's FFMPEG plugin needs it for the binary
         from PIL import Image, ImageDraw, ImageFont
     except ImportError as e:
-        raise ValueError(f"videos need {e.name}: {INSTALL_HINT}") from None
+        raise ValueError(f"videos need {e.name}: {VIDEO_INSTALL}") from None
     return iio, Image, ImageDraw, ImageFont
 
 

@@ -11,17 +11,19 @@ import torch
 from ..checkpoint import CheckpointMeta
 from ..config import ModelConfig, PlannerConfig
 from ..data.rollouts import RolloutFile
+from ..data.sources import TrainingData
 from ..distributed import Ranks
 from .config import TrainConfig
-from .dataset import TrainingData
 
 
 def training_meta(rf: RolloutFile, cfg: TrainConfig, model_cfg: ModelConfig, data: TrainingData,
-                  planner_cfg: PlannerConfig, command: str | None, hardware: str) -> CheckpointMeta:
+                  planner_cfg: PlannerConfig, command: str | None, hardware: str,
+                  precision: dict[str, Any]) -> CheckpointMeta:
     """The checkpoint's metadata: architecture, action statistics and bounds, planner defaults, env,
-    and the run's record (command, hardware, data and its recipe, the full TrainConfig)."""
+    and the run's record (command, hardware, data and its recipe, the full TrainConfig, the precision chosen)."""
     training = {"command": command or "", "hardware": hardware, "data_episodes": rf.num_episodes,
-                "data_frames": rf.num_frames, "data_recipe": data_recipe(rf), "train_config": dataclasses.asdict(cfg)}
+                "data_frames": rf.num_frames, "data_recipe": data_recipe(rf), "train_config": dataclasses.asdict(cfg),
+                "precision": precision}
     return CheckpointMeta(model_cfg, data.mean, data.std, data.low, data.high, planner_cfg, env_id=rf.env_id,
                           env_kwargs=rf.env_kwargs, training=training)
 

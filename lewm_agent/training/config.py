@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..config import PRESETS, ModelConfig, PlannerConfig
+from ..config import PRESETS, fields_from_dict
 from ..flags import check_ranges, option
 from ..precision import PRECISIONS, check_precision
 
@@ -55,6 +55,8 @@ class TrainConfig:
                                    "the run stops; 0: stop at the first", low=0)
     dist_timeout: float = option(600.0, "torchrun: seconds a process waits for the others before the job fails",
                                  above=0)
+
+    from_dict = classmethod(fields_from_dict)  # the JSON reader of every config (config.py)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -107,23 +109,3 @@ class TrainConfig:
 def _fit_interval(interval: int, steps: int) -> int:
     """An interval over half the run would act once, at its end: a third of the run instead."""
     return interval if interval <= steps / 2 else max(1, math.ceil(steps / 3))
-
-
-def sequence_frames(cfg: TrainConfig, model_cfg: ModelConfig) -> int:
-    """Frames per training window. The window predictor sees `history` frames, so history + 1
-    (each window's last prediction is the one a planner makes). The banded predictor sees further
-    back with depth and rolls out past the context, so by default it trains on the planner's
-    span: history context frames plus the default horizon of 5 predictions."""
-    if cfg.sequence_frames is not None:
-        return cfg.sequence_frames
-    return model_cfg.history + (1 if model_cfg.predictor_attention == "window" else PlannerConfig().horizon)
-
-
-def default_sigreg_weight(preset_name: str, latent_dim: int) -> float:
-    """lambda when none is given. Our prediction loss sums over the D latent dimensions; the
-    reference code averages over them, so its lambda = 0.09 is 0.09 * D here (17.3 for the paper's
-    D = 192). The `paper` preset gets that: with 0.09 here it collapsed on one H200 (Push-T, 224 px,
-    2021 steps: embedding std 0.15 at step 25 and 0.008 at the end, SIGReg stuck at 51, 4% success).
-    The CPU presets keep 0.09, the value their Two-Room runs were measured with (0.09 * D there
-    over-spread the latent and left CEM on a flat cost plateau)."""
-    return 0.09 * latent_dim if preset_name == "paper" else 0.09

@@ -12,6 +12,7 @@ checkpoint interval; log lines written after that checkpoint are dropped.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -25,9 +26,10 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointMeta, save_checkpoint, shipped_planner
-from ..config import PlannerConfig, preset
+from ..config import PlannerConfig, default_sigreg_weight, preset, sequence_frames
 from ..data.rollouts import RolloutFile
-from ..data.windows import MemoryWindows, StreamWindows
+from ..data.sources import batches, data_mode, load_data, memory_sources, stream_sources
+from ..data.windows import MemoryWindows, StreamWindows, WindowSpec
 from ..distributed import Ranks, barrier, mean_over_ranks, setup, teardown, wrap
 from ..lock import RunLock
 from ..model.losses import embedding_stats, pred_loss, sigreg
@@ -36,8 +38,7 @@ from ..precision import PrecisionChoice, choose, close
 from ..progress import Progress
 from ..runlog import LOG_FILE
 from .card import hardware, model_card, training_meta
-from .config import TrainConfig, default_sigreg_weight
-from .dataset import batches, data_mode, load_data, memory_sources, stream_sources
+from .config import TrainConfig
 from .state import STATE_FILE, resume, save_state
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,16 @@ def _diverged(out: Path, step: int, what: str, saved: int | None) -> TrainingDiv
     last = f"the last good checkpoint is {out} (step {saved})" if saved else f"no checkpoint yet in {out}"
     return TrainingDiverged(f"step {step}: {what}; {last} (try a lower --lr or --sigreg-weight, "
                             "or resume with --max-bad-steps)")
+
+
+def _skip_update(out: Path, step: int, bad: int, allowed: int, saved: int | None) -> int:
+    """The `bad`-th step without a finite gradient norm: it counts (its batch is spent) but changes
+    nothing; past `allowed` such steps the run stops. Returns `bad`."""
+    if bad > allowed:
+        raise _diverged(out, step + 1, f"non-finite gradient norm ({bad} such steps, more than "
+                        f"--max-bad-steps {allowed})", saved)
+    logger.warning("step %d: non-finite gradient norm, update skipped (%d of %d allowed)", step + 1, bad, allowed)
+    return bad
 
 
 def autocast(device: torch.device, bf16: bool) -> torch.autocast:
@@ -163,13 +174,11 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
                              f"{ranks.world} processes")
         out, made = Path(cfg.out), not Path(cfg.out).exists()
         out.mkdir(parents=True, exist_ok=True)
-        if not ranks.main:
-            return _train(cfg, ranks, device, model_overrides, command, planner)
         try:
-            with RunLock(cfg.out):
+            with RunLock(cfg.out) if ranks.main else contextlib.nullcontext():  # rank 0 holds the folder
                 return _train(cfg, ranks, device, model_overrides, command, planner)
         finally:
-            if made and out.is_dir() and not any(out.iterdir()):
+            if ranks.main and made and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()  # a run that failed before writing anything leaves no empty folder
     finally:
         teardown()
@@ -177,33 +186,31 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
 
 def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides: dict[str, Any] | None,
            command: str | None, planner: dict[str, Any] | None) -> Path:
-    """Setup (data, metadata, model, resume, precision), then the loop."""
-    out = Path(cfg.out)
-    torch.manual_seed(cfg.seed)
-    rf = RolloutFile(cfg.data)
-    planner_cfg = PlannerConfig.from_dict({**shipped_planner(rf.env_id), **(planner or {})})
+    """Setup (data, model, resume, precision, then the metadata of it all), then the loop."""
     if ranks.main:
         for note in cfg.fit_notes():
             logger.info("fitted to the run's length: %s", note)
-    model_cfg = preset(cfg.preset, action_dim=rf.action_dim, **(model_overrides or {}))
-    if cfg.sigreg_weight is None:  # resolved here so that the checkpoint records the lambda used
-        cfg = replace(cfg, sigreg_weight=default_sigreg_weight(cfg.preset, model_cfg.latent_dim))
-    data = load_data(rf, cfg, model_cfg, ranks)
-    meta = training_meta(rf, cfg, model_cfg, data, planner_cfg, command, hardware(device, ranks))
-    mode = data_mode(cfg, rf)
-    sources = memory_sources(rf, data, device) if mode == "memory" else None
-    rf.close()
+    torch.manual_seed(cfg.seed)
+    with RolloutFile(cfg.data) as rf:
+        planner_cfg = PlannerConfig.from_dict({**shipped_planner(rf.env_id), **(planner or {})})
+        model_cfg = preset(cfg.preset, action_dim=rf.action_dim, **(model_overrides or {}))
+        if cfg.sigreg_weight is None:  # resolved here so that the checkpoint records the lambda used
+            cfg = replace(cfg, sigreg_weight=default_sigreg_weight(cfg.preset, model_cfg.latent_dim))
+        spec = WindowSpec(sequence_frames(model_cfg, cfg.sequence_frames) - 1, model_cfg.frameskip, cfg.batch_size,
+                          cfg.seed, ranks.rank, ranks.world)
+        data = load_data(rf, cfg.data, spec, cfg.val_fraction, cfg.val_windows)
+        sources = memory_sources(rf, data, device) if data_mode(cfg.data_mode, rf) == "memory" else None
 
-    model = WorldModel(model_cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    out.mkdir(parents=True, exist_ok=True)
-    step, wall_before, resumed = resume(out, model, opt, cfg, device, ranks.main)
-    net = wrap(model, device, ranks)  # after loading: DDP starts from the weights every rank holds
-    source, val_source = sources or stream_sources(cfg, data, step)
-    choice = train_precision(cfg, model, source, device, ranks, resumed)
-    meta = replace(meta, training={**meta.training, "precision": choice.to_dict()})
-    if ranks.main:
-        logger.info("precision %s: %s", choice.precision, choice.reason)
+        model = WorldModel(model_cfg).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        step, wall_before, resumed = resume(Path(cfg.out), model, opt, cfg, device, ranks.main)
+        net = wrap(model, device, ranks)  # after loading: DDP starts from the weights every rank holds
+        source, val_source = sources or stream_sources(cfg.data, data, range(step, cfg.steps))
+        choice = train_precision(cfg, model, source, device, ranks, resumed)
+        if ranks.main:
+            logger.info("precision %s: %s", choice.precision, choice.reason)
+        meta = training_meta(rf, cfg, model_cfg, data, planner_cfg, command, hardware(device, ranks),
+                             choice.to_dict())
     run = _Run(model, net, opt, source, val_source, data.val_starts, meta, choice.bf16)
     return _loop(cfg, ranks, device, run, step, wall_before)
 
@@ -229,11 +236,12 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
     t_start = time.perf_counter() - wall_before  # wall time counts across resumes
     t_last, step_last = time.perf_counter(), step
     val: dict[str, float] = {}
+    steps = batches(run.source, range(step, cfg.steps), cfg.workers, device)
     bar = Progress(cfg.steps, "train", unit="step", initial=step, enabled=cfg.progress and ranks.main)
     bad, saved = 0, (step or None)  # a resumed run's last checkpoint is its start
 
     try:
-        for pixels, act in batches(run.source, step, cfg, device):
+        for pixels, act in steps:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             sig_gen.manual_seed(cfg.seed * 1_000_003 + step)  # fresh, reproducible directions each step
@@ -248,23 +256,18 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
             # The same on every rank (the norm of the all-reduced gradients), so ranks agree to skip.
             if torch.isfinite(grad_norm):
                 opt.step()
-            else:  # the step counts (its batch is spent) but changes nothing
-                bad += 1
-                if bad > cfg.max_bad_steps:
-                    raise _diverged(out, step + 1, f"non-finite gradient norm ({bad} such steps, more than "
-                                    f"--max-bad-steps {cfg.max_bad_steps})", saved)
-                logger.warning("step %d: non-finite gradient norm, update skipped (%d of %d allowed)",
-                               step + 1, bad, cfg.max_bad_steps)
+            else:
+                bad = _skip_update(out, step, bad + 1, cfg.max_bad_steps, saved)
             step += 1
-            bar.update(1)
             if step % cfg.log_interval == 0 or step == cfg.steps:
                 now = time.perf_counter()
-                row = _train_row(ranks, cfg, step, loss, p_loss, s_loss, emb, grad_norm,
+                row = _train_row(ranks, step, opt.param_groups[0]["lr"], loss, p_loss, s_loss, emb, grad_norm,
                                  (step - step_last) * cfg.batch_size / (now - t_last))
                 t_last, step_last = now, step
                 if ranks.main:
                     _write(log, row)
                 bar.set_postfix(pred=f"{row['train/pred_loss']:.4f}", sigreg=f"{row['train/sigreg_loss']:.3f}")
+            bar.update(1)  # after the postfix: a progress line shows this step's losses
             val_due = (step % cfg.run_eval_interval == 0 or step == cfg.steps) and len(run.val_starts) >= 2
             save_due = step % cfg.run_ckpt_interval == 0 or step == cfg.steps
             if val_due or save_due:  # both see the model as the planner will: eval mode, fresh BN statistics
@@ -275,7 +278,7 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
             if save_due and not all(torch.isfinite(p).all() for p in model.parameters()):
                 raise _diverged(out, step, "the weights are not finite (nothing saved)", saved)
             if save_due and ranks.main:
-                _save(cfg, run, step, time.perf_counter() - t_start, val)
+                _save_run(cfg, run, step, time.perf_counter() - t_start, val)
             saved = step if save_due else saved
             if val_due or save_due:
                 barrier(ranks)  # the others wait while rank 0 validates and writes
@@ -286,7 +289,8 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
     return out
 
 
-def _save(cfg: TrainConfig, run: _Run, step: int, wall: float, val: dict[str, float]) -> None:
+def _save_run(cfg: TrainConfig, run: _Run, step: int, wall: float, val: dict[str, float]) -> None:
+    """The run at `step`: its checkpoint (model, config.json, card), then its resumable state."""
     out = Path(cfg.out)
     done = replace(run.meta, training={**run.meta.training, "steps": step, "wall_seconds": round(wall, 1)})
     card = model_card(done, cfg, step, wall, run.model.num_parameters(), val)
@@ -296,14 +300,15 @@ def _save(cfg: TrainConfig, run: _Run, step: int, wall: float, val: dict[str, fl
     save_state(out / STATE_FILE, run.model, run.opt, step, cfg, run.meta, wall)
 
 
-def _train_row(ranks: Ranks, cfg: TrainConfig, step: int, loss: torch.Tensor, p_loss: torch.Tensor,
+def _train_row(ranks: Ranks, step: int, lr: float, loss: torch.Tensor, p_loss: torch.Tensor,
                s_loss: torch.Tensor, emb: torch.Tensor, grad_norm: torch.Tensor, samples_per_s: float) -> dict:
-    """The log row of a training step (losses averaged over the ranks: every rank calls this)."""
+    """The log row of a training step (losses averaged over the ranks: every rank calls this);
+    `lr`: the rate the step was taken with."""
     loss_v, pred_v, emb_std = mean_over_ranks(ranks, [float(loss.detach()), float(p_loss.detach()),
                                                       float(emb.detach().float().std(0).mean())])
     row = {"step": step, "train/loss": loss_v, "train/pred_loss": pred_v,
            "train/sigreg_loss": float(s_loss.detach()), "train/emb_std": emb_std,
-           "train/grad_norm": float(grad_norm), "lr": lr_at(step - 1, cfg), "samples_per_s": samples_per_s}
+           "train/grad_norm": float(grad_norm), "lr": lr, "samples_per_s": samples_per_s}
     return row  # a non-finite loss is handled where the update is (skipped, or the run stops)
 
 

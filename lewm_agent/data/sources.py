@@ -1,5 +1,6 @@
-"""The trainer's data: the episode split, its windows, the action checks and statistics, and the
-window sources (in memory, or streamed from the file) that batches are drawn from."""
+"""Training data from a rollout file: the episode split, its windows, the action checks and
+statistics, and the window sources (in memory, or streamed from the file) that batches are drawn
+from. It takes the few settings it needs, not the trainer's config: data sits below training."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -8,9 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import ModelConfig
-from ..data.rollouts import RolloutFile
-from ..data.windows import (
+from .rollouts import RolloutFile
+from .windows import (
     MemoryWindows,
     StreamWindows,
     WindowSpec,
@@ -19,8 +19,6 @@ from ..data.windows import (
     split_episodes,
     window_starts,
 )
-from ..distributed import Ranks
-from .config import TrainConfig, sequence_frames
 
 Sources = tuple[MemoryWindows | StreamWindows, MemoryWindows | StreamWindows]  # (training, validation)
 
@@ -37,18 +35,17 @@ class TrainingData:
     high: list[float]
 
 
-def load_data(rf: RolloutFile, cfg: TrainConfig, model_cfg: ModelConfig, ranks: Ranks) -> TrainingData:
-    """Split episodes, find their windows, refuse bad action rows, and normalize the actions with
-    the training episodes' statistics."""
-    spec = WindowSpec(sequence_frames(cfg, model_cfg) - 1, model_cfg.frameskip, cfg.batch_size, cfg.seed,
-                      ranks.rank, ranks.world)
-    split = split_episodes(rf.num_episodes, cfg.val_fraction, cfg.seed)
+def load_data(rf: RolloutFile, name: str, spec: WindowSpec, val_fraction: float, val_windows: int) -> TrainingData:
+    """Split episodes (seeded by `spec.seed`), find their windows, keep `val_windows` of the
+    validation ones, refuse bad action rows, and normalize the actions with the training
+    episodes' statistics. `name`: the file as the user gave it, for the error."""
+    split = split_episodes(rf.num_episodes, val_fraction, spec.seed)
     train_starts = window_starts(rf, split.train_episodes, spec.span)
     val_starts = window_starts(rf, split.val_episodes, spec.span)
     if len(train_starts) == 0:
-        raise ValueError(f"{cfg.data}: no training window of {spec.span + 1} env steps (history {spec.history} x "
+        raise ValueError(f"{name}: no training window of {spec.span + 1} env steps (history {spec.history} x "
                          f"frameskip {spec.frameskip}); episodes are {int(rf.episode_lengths.max())} frames at most")
-    val_starts = np.sort(np.random.default_rng(cfg.seed).permutation(val_starts)[:cfg.val_windows])
+    val_starts = np.sort(np.random.default_rng(spec.seed).permutation(val_starts)[:val_windows])
     actions = rf.read("action")
     low = rf.attr("action_low", [-1.0] * rf.action_dim)
     high = rf.attr("action_high", [1.0] * rf.action_dim)
@@ -59,10 +56,10 @@ def load_data(rf: RolloutFile, cfg: TrainConfig, model_cfg: ModelConfig, ranks: 
     return TrainingData(spec, train_starts, val_starts, norm_actions, mean, std, low, high)
 
 
-def data_mode(cfg: TrainConfig, rf: RolloutFile) -> str:
+def data_mode(asked: str, rf: RolloutFile) -> str:
     """"memory" or "stream": "auto" keeps the pixels in memory if they fit in 4 GiB."""
-    if cfg.data_mode != "auto":
-        return cfg.data_mode
+    if asked != "auto":
+        return asked
     return "memory" if rf.column("pixels").nbytes <= 4 * 2**30 else "stream"
 
 
@@ -74,10 +71,10 @@ def memory_sources(rf: RolloutFile, data: TrainingData, device: torch.device) ->
     return source, MemoryWindows(source.pixels, data.norm_actions, data.val_starts, data.spec, keep_on)
 
 
-def stream_sources(cfg: TrainConfig, data: TrainingData, step: int) -> Sources:
-    """Windows read from the file as batches are drawn, from `step` on."""
-    return (StreamWindows(cfg.data, data.norm_actions, data.train_starts, data.spec, range(step, cfg.steps)),
-            StreamWindows(cfg.data, data.norm_actions, data.val_starts, data.spec, range(0)))
+def stream_sources(path: str, data: TrainingData, steps: range) -> Sources:
+    """Windows read from the file as batches are drawn, for the training steps `steps`."""
+    return (StreamWindows(path, data.norm_actions, data.train_starts, data.spec, steps),
+            StreamWindows(path, data.norm_actions, data.val_starts, data.spec, range(0)))
 
 
 def _fits_on(device: torch.device, nbytes: int) -> bool:
@@ -86,15 +83,16 @@ def _fits_on(device: torch.device, nbytes: int) -> bool:
     return device.type == "cuda" and nbytes < 0.4 * torch.cuda.mem_get_info(device)[0]
 
 
-def batches(source: MemoryWindows | StreamWindows, start: int, cfg: TrainConfig,
-             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(source: MemoryWindows | StreamWindows, steps: range, workers: int,
+            device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of training steps `steps` (a streamed source knows its steps; `workers` read it)."""
     if isinstance(source, MemoryWindows):
-        for step in range(start, cfg.steps):
+        for step in steps:
             yield source.batch(step)
         return
     loader = torch.utils.data.DataLoader(
-        source, batch_size=None, shuffle=False, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
+        source, batch_size=None, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None, persistent_workers=False)
     try:
         for pixels, actions in loader:
             yield pixels.to(device, non_blocking=True), actions.to(device, non_blocking=True)
