@@ -43,7 +43,6 @@ def measure(checkpoint: str, n_envs: int, steps: int, seed: int, kind: str = "ce
                 obs[i] = env.reset(seed=seed + 1000 + i)[0]
     solves = np.asarray(list(agent.solve_seconds)[solves_before:])
     calls_ms = 1e3 * np.asarray(calls)
-    p = agent.planner_cfg
     return {"checkpoint": checkpoint, "planner_kind": kind, "envs": n_envs, "act_calls": steps,
             "planner": _describe(agent),
             "act_ms_p50": float(np.percentile(calls_ms, 50)), "act_ms_p95": float(np.percentile(calls_ms, 95)),
@@ -79,12 +78,12 @@ def main() -> None:
     info = {"device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores)",
             "torch": torch.__version__, "load_before": os.getloadavg()[0], "results": rows}
     print(f"device: {info['device']}, load average before: {info['load_before']:.2f}")
-    print(f"{'checkpoint':>10} {'kind':>10} {'envs':>5} {'act p50 ms':>11} {'act p95 ms':>11} {'solves':>7} {'solve p50 ms':>13} "
-          f"{'solve p95 ms':>13}  planner")
+    print(f"{'checkpoint':>10} {'kind':>10} {'envs':>5} {'act p50 ms':>11} {'act p95 ms':>11} {'solves':>7} "
+          f"{'solve p50 ms':>13} {'solve p95 ms':>13}  planner")
     for r in rows:
         fmt = lambda v: f"{v:.1f}" if v is not None else "-"  # noqa: E731
-        print(f"{r['checkpoint']:>10} {r['planner_kind']:>10} {r['envs']:>5} {r['act_ms_p50']:>11.1f} {r['act_ms_p95']:>11.1f} "
-              f"{r['solves']:>7} "
+        print(f"{r['checkpoint']:>10} {r['planner_kind']:>10} {r['envs']:>5} {r['act_ms_p50']:>11.1f} "
+              f"{r['act_ms_p95']:>11.1f} {r['solves']:>7} "
               f"{fmt(r['solve_ms_p50']):>13} {fmt(r['solve_ms_p95']):>13}  {r['planner']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2))

@@ -14,16 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
-from ..checkpoint import resolve_checkpoint, save_tensors_atomic, weights_sha256
+from .tied import read_tied, save_tied
 
 ACTOR = "actor.safetensors"
 
@@ -81,13 +79,9 @@ def fit_horizon(plan: torch.Tensor, horizon: int) -> torch.Tensor:
 
 def save_actor(checkpoint: str | os.PathLike, actor: GoalActor, report: dict[str, Any]) -> Path:
     """Write the actor into the checkpoint folder (atomically), tied to its current weights."""
-    folder = resolve_checkpoint(checkpoint)
-    meta = {**{k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in report.items()
-               if k not in ("weights_sha256", "actor_config")},
-            "actor_config": json.dumps(dataclasses.asdict(actor.cfg)), "weights_sha256": weights_sha256(folder)}
-    path = folder / ACTOR
-    save_tensors_atomic(path, dict(actor.state_dict()), meta)
-    return path
+    report = {**{k: v for k, v in report.items() if k != "actor_config"},
+              "actor_config": json.dumps(dataclasses.asdict(actor.cfg))}
+    return save_tied(checkpoint, ACTOR, dict(actor.state_dict()), report)
 
 
 def load_actor(checkpoint: str | os.PathLike, strict: bool = True,
@@ -97,22 +91,14 @@ def load_actor(checkpoint: str | os.PathLike, strict: bool = True,
     An actor trained on other weights (a retrained model, a copied file) raises; with
     `strict=False` (a planner that does not use it) it is dropped with a warning.
     """
-    folder = resolve_checkpoint(checkpoint)
-    path = folder / ACTOR
-    if not path.is_file():
+    found = read_tied(checkpoint, ACTOR, "actor", "was trained on other weights",
+                      f"retrain it with `lewm train-policy --checkpoint {checkpoint} --data TRAINING_FILE`", strict)
+    if found is None:
         return None
+    tensors, info, folder = found
     try:
-        with safe_open(str(path), framework="pt") as f:
-            info = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
         actor = GoalActor(ActorConfig(**json.loads(info["actor_config"])))
         actor.load_state_dict(tensors)
-    except Exception as e:  # noqa: BLE001  a torn, foreign or mis-shaped file: one line naming it
+    except Exception as e:  # noqa: BLE001  a foreign or mis-shaped file: one line naming it
         raise ValueError(f"checkpoint {folder}: {ACTOR} is not a readable actor ({type(e).__name__}: {e})") from None
-    if info.get("weights_sha256") != weights_sha256(folder):
-        if not strict:
-            warnings.warn(f"checkpoint {folder}: {ACTOR} was trained on other weights; ignored", stacklevel=2)
-            return None
-        raise ValueError(f"checkpoint {folder}: {ACTOR} was trained on other weights; retrain it with "
-                         f"`lewm train-policy --checkpoint {folder} --data TRAINING_FILE`")
     return actor.to(device).eval(), info

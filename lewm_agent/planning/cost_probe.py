@@ -16,55 +16,36 @@ beside weights it was not fitted to is refused where the planner weighs it in, i
 """
 from __future__ import annotations
 
-import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
-from ..checkpoint import resolve_checkpoint, save_tensors_atomic, weights_sha256
+from .tied import read_tied, save_tied
 
 COST_PROBE = "cost_probe.safetensors"
 
 
 def save_cost_probe(checkpoint: str | os.PathLike, matrix: np.ndarray, report: dict[str, Any]) -> Path:
     """Write P into the checkpoint folder (atomically), tied to its current weights."""
-    folder = resolve_checkpoint(checkpoint)
-    meta = {**{k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in report.items() if k != "weights_sha256"},
-            "weights_sha256": weights_sha256(folder)}
-    path = folder / COST_PROBE
-    save_tensors_atomic(path, {"matrix": torch.as_tensor(matrix, dtype=torch.float32)}, meta)
-    return path
+    return save_tied(checkpoint, COST_PROBE, {"matrix": torch.as_tensor(matrix, dtype=torch.float32)}, report)
 
 
 def load_cost_probe(checkpoint: str | os.PathLike, strict: bool = True) -> tuple[torch.Tensor, dict[str, str]] | None:
     """(P (D, k), its recorded fit) of a checkpoint folder, or None where it has none.
 
-    A probe fitted to other weights (a retrained run, or a save killed between the weights and
-    the probe) raises; with `strict=False` (a planner that does not use it) it is dropped with a
-    warning, so the folder still loads.
+    A probe fitted to other weights raises; with `strict=False` (a planner that does not use it)
+    it is dropped with a warning, so the folder still loads.
     """
-    folder = resolve_checkpoint(checkpoint)
-    path = folder / COST_PROBE
-    if not path.is_file():
+    found = read_tied(checkpoint, COST_PROBE, "cost probe", "was fitted to other weights",
+                      f"refit it with `lewm probe --checkpoint {checkpoint} --data TRAINING_FILE "
+                      "--cost-probe QUANTITY`", strict)
+    if found is None:
         return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            info = dict(f.metadata() or {})
-            matrix = f.get_tensor("matrix")
-    except Exception as e:  # noqa: BLE001  safetensors raises its own error type for a torn or foreign file
-        raise ValueError(f"checkpoint {folder}: {COST_PROBE} is not a readable cost probe "
-                         f"({type(e).__name__}: {e})") from None
-    if info.get("weights_sha256") != weights_sha256(folder):
-        if not strict:
-            warnings.warn(f"checkpoint {folder}: {COST_PROBE} was fitted to other weights; ignored", stacklevel=2)
-            return None
-        raise ValueError(f"checkpoint {folder}: {COST_PROBE} was fitted to other weights; refit it with "
-                         f"`lewm probe --checkpoint {folder} --data TRAINING_FILE --cost-probe QUANTITY`")
+    tensors, info, folder = found
+    matrix = tensors.get("matrix", torch.empty(0))
     if matrix.dim() != 2 or not torch.isfinite(matrix).all():
         raise ValueError(f"checkpoint {folder}: {COST_PROBE}: expected a finite (latent_dim, k) matrix, "
                          f"got shape {tuple(matrix.shape)}")
