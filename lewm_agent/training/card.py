@@ -62,5 +62,7 @@ def data_recipe(rf: RolloutFile) -> dict[str, Any]:
 
 
 def hardware(device: torch.device, ranks: Ranks) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type}, {os.cpu_count()} cores"
+    # the thread count matters as much as the cores: a run beside other work gets fewer (lewm_agent/threads.py)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{device.type}, {os.cpu_count()} cores, {torch.get_num_threads()} thread(s)"
     return name + (f", {ranks.world} processes (torchrun)" if ranks.world > 1 else "")
