@@ -12,8 +12,11 @@ includes training variance):
 Both learn online in the env, from its own `reset` start/goal distribution and its sparse
 reward (0 on success, -1 otherwise); LeWM learned offline from the recorded data. All three
 are then evaluated by `lewm_agent.evaluation.evaluate.evaluate` on the SAME held-out start/goal pairs,
-budget and seeds, beside the random and replay rows. Wall time per episode is the
-evaluation's; training time is reported apart. Needs `pip install stable-baselines3`.
+budget and seeds, beside the random and replay rows. Where the checkpoint holds an actor
+(`lewm train-policy`), the row `lewm_policy` (the actor alone: one forward pass per action block)
+joins them, and with `--planner-kinds policy policy+cem` also `lewm_policy+cem` (CEM seeded by
+the actor). Wall time per episode is the evaluation's; training time is reported apart.
+Needs `pip install stable-baselines3`.
 """
 from __future__ import annotations
 
@@ -34,13 +37,16 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
 
-from lewm_agent.checkpoint import read_meta
+from lewm_agent.checkpoint import read_meta, resolve_checkpoint
 from lewm_agent.data.rollouts import RolloutFile
 from lewm_agent.evaluation.evaluate import EvalConfig, eval_markdown, evaluate
 from lewm_agent.evaluation.policy import Policy, PolicyFactory
+from lewm_agent.planning.actor import ACTOR
+from lewm_agent.planning.agent import LeWMAgent
 from lewm_agent.planning.wrappers import GOAL_KEYS, LowDimGoalObs, PixelGoalObs
 
 PLANNER_FLAGS = ("num_samples", "num_iterations", "num_elites", "horizon", "receding_horizon")
+ACTOR_KINDS = ("policy", "policy+cem")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class CompareConfig:
     budget: int = 50
     train_episode_steps: int = 100      # time limit of the training episodes
     baselines: tuple[str, ...] = ("sac_her", "ppo_pixels")
+    planner_kinds: tuple[str, ...] | None = None  # actor rows; None: ("policy",) where the checkpoint has an actor
     device: str = "auto"                # LeWM and SB3
     planner: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
@@ -67,6 +74,14 @@ class CompareConfig:
         unknown = sorted(set(self.baselines) - set(TRAINERS))
         if unknown:
             raise ValueError(f"--baselines: unknown {unknown}; choose from {sorted(TRAINERS)}")
+        unknown = sorted(set(self.planner_kinds or ()) - set(ACTOR_KINDS))
+        if unknown:
+            raise ValueError(f"--planner-kinds: unknown {unknown}; choose from {list(ACTOR_KINDS)}")
+
+    def actor_kinds(self) -> tuple[str, ...]:
+        if self.planner_kinds is not None:
+            return self.planner_kinds
+        return ("policy",) if (resolve_checkpoint(self.checkpoint) / ACTOR).is_file() else ()
 
 
 class SmallCNN(BaseFeaturesExtractor):
@@ -154,11 +169,24 @@ def baseline_factory(name: str, env_id: str, kwargs: dict[str, Any], cfg: Compar
     return factory
 
 
+def actor_factory(cfg: CompareConfig, kind: str) -> PolicyFactory:
+    """The checkpoint's actor as a row (loaded now, so a checkpoint without one fails before any
+    training); re-seeded per seed as LeWM's own row is."""
+    agent = LeWMAgent.from_pretrained(cfg.checkpoint, cfg.device, planner_kind=kind, **cfg.planner)
+
+    def factory(seed: int, space: gym.spaces.Box) -> Policy:
+        agent.reset()
+        agent.planner.seed(seed)
+        return lambda obs, active: agent.act(obs, active=active)
+    return factory
+
+
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     """Train the baselines and evaluate everything under one protocol; returns the report."""
     env_id, kwargs = env_spec(cfg)
     seconds: dict[str, dict[int, float]] = {name: {} for name in cfg.baselines}
-    extra = {name: baseline_factory(name, env_id, kwargs, cfg, seconds[name]) for name in cfg.baselines}
+    extra = {f"lewm_{kind}": actor_factory(cfg, kind) for kind in cfg.actor_kinds()}
+    extra.update({name: baseline_factory(name, env_id, kwargs, cfg, seconds[name]) for name in cfg.baselines})
     ecfg = EvalConfig(checkpoint=cfg.checkpoint, data=cfg.data, env_id=cfg.env_id, episodes=cfg.episodes,
                       seeds=cfg.seeds, goal_offset=cfg.goal_offset, goal_steps=cfg.goal_steps, budget=cfg.budget,
                       device=cfg.device,
@@ -183,6 +211,8 @@ def comparison_table(report: dict[str, Any]) -> str:
             train = f"{t['seconds']:.0f} s ({t['timesteps_per_seed']} env steps x {len(t['seconds_per_seed'])} seeds)"
         elif name == "lewm":
             train = "offline, from the data (see the checkpoint's model card)"
+        elif name.startswith("lewm_"):
+            train = "offline, in the world model's latent (see the card's actor section)"
         else:
             train = "none"
         lines.append(f"| {name} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f}% | {100 * r['success']:.1f}% "
@@ -206,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=50)
     p.add_argument("--train-episode-steps", type=int, default=100, help="time limit of training episodes")
     p.add_argument("--baselines", nargs="+", default=list(TRAINERS), help=f"subset of {list(TRAINERS)}")
+    p.add_argument("--planner-kinds", nargs="*", default=None,
+                   help=f"actor rows, a subset of {list(ACTOR_KINDS)} (default: policy where the checkpoint has an "
+                        "actor; none given: no actor row)")
     p.add_argument("--device", default="auto")
     for name in PLANNER_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="planner (default: checkpoint's)")
@@ -217,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                             episodes=a.episodes, seeds=tuple(a.seeds), goal_offset=a.goal_offset,
                             goal_steps=a.goal_steps, budget=a.budget,
                             train_episode_steps=a.train_episode_steps, baselines=tuple(a.baselines),
+                            planner_kinds=None if a.planner_kinds is None else tuple(a.planner_kinds),
                             device=a.device, planner=planner)
         report = compare(cfg)
     except (ValueError, FileNotFoundError) as e:

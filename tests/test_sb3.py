@@ -169,3 +169,32 @@ def test_evaluate_example_runs_the_plain_loop_and_a_vector_env(two_room_ck, caps
     out = capsys.readouterr().out
     assert "single env: success" in out and "vector env (2 sub-envs" in out
     assert example.main(["--checkpoint", str(two_room_ck), "--episodes", "0"]) == 2
+
+
+def test_compare_adds_the_actor_rows_where_the_checkpoint_has_an_actor(two_room_ck, two_room_data, tmp_path, capsys):
+    import shutil
+
+    from lewm_agent.checkpoint import load_checkpoint
+    from lewm_agent.planning.actor import ActorConfig, GoalActor, save_actor
+    compare = load_example("compare_sb3")
+    common = dict(data=str(two_room_data), timesteps=100, episodes=2, seeds=(0,), goal_offset=10, budget=5,
+                  baselines=(), device="cpu", planner=PLANNER, progress=False)
+    assert compare.CompareConfig(checkpoint=str(two_room_ck), **common).actor_kinds() == ()
+    ck = tmp_path / "ck"
+    shutil.copytree(two_room_ck, ck)
+    model, meta = load_checkpoint(ck)
+    save_actor(ck, GoalActor(ActorConfig(model.cfg.latent_dim, meta.planner.horizon, model.cfg.action_block_dim)),
+               {"objective": "bc"})
+    report = compare.compare(compare.CompareConfig(checkpoint=str(ck), **common))
+    assert list(report["rows"]) == ["lewm", "random", "replay", "lewm_policy"]
+    both = compare.compare(compare.CompareConfig(checkpoint=str(ck), planner_kinds=("policy", "policy+cem"), **common))
+    assert list(both["rows"]) == ["lewm", "random", "replay", "lewm_policy", "lewm_policy+cem"]
+    assert all(r["n"] == 2 for r in both["rows"].values())
+    assert "offline, in the world model's latent" in compare.comparison_table(both)
+    # Asked for where there is no actor, or an unknown kind: one line, exit 2, before any training.
+    args = ["--data", str(two_room_data), "--baselines", "sac_her", "--device", "cpu"]
+    assert compare.main(["--checkpoint", str(two_room_ck), "--planner-kinds", "policy", *args]) == 2
+    assert compare.main(["--checkpoint", str(ck), "--planner-kinds", "mpc", *args]) == 2
+    err = capsys.readouterr().err
+    assert "actor" in err and "--planner-kinds: unknown ['mpc']" in err
+    assert "trained sac_her" not in err
