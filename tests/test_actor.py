@@ -185,6 +185,19 @@ def test_act_with_the_actor_is_batched_over_a_vector_env(trained_checkpoint, mon
     assert calls == [3] * (steps // model.cfg.frameskip)                   # one batched forward per block
 
 
+
+def test_the_actor_alone_skips_the_precision_measurement(trained_checkpoint, monkeypatch):
+    model, meta = load_checkpoint(trained_checkpoint)
+    net = GoalActor(ActorConfig(model.cfg.latent_dim, meta.planner.horizon, model.cfg.action_block_dim, 16, 1))
+    monkeypatch.setattr(LeWMAgent, "_measure_precision", lambda self: pytest.fail("nothing imagined to time"))
+    agent = LeWMAgent(model, meta, "cpu", actor=(net, {}), planner_kind="policy")  # precision "auto"
+    obs, _ = DotEnv(terminate_on_success=False).reset(seed=0)
+    assert agent.act(obs).shape == (2,)
+    assert agent.precision_choice.precision == "fp32" and "actor alone" in agent.precision_choice.reason
+    searched = LeWMAgent(model, meta, "cpu", actor=(net, {}), planner_kind="policy+cem")
+    with pytest.raises(pytest.fail.Exception):
+        searched.precision_choice  # noqa: B018  the seeded search imagines rollouts: it measures
+
 def test_policy_plus_cem_acts_batched(trained_checkpoint):
     model, meta = load_checkpoint(trained_checkpoint)
     net = GoalActor(ActorConfig(model.cfg.latent_dim, meta.planner.horizon, model.cfg.action_block_dim, 16, 1))

@@ -130,7 +130,9 @@ class LeWMAgent:
         self.cfg = model.cfg
         self.planner_cfg = planner or meta.planner
         self.cost_probe = self._check_probe(cost_probe)
-        self.planner_kind, self.actor = self._check_actor(planner_kind, actor)
+        self.planner_kind, self.actor = planner_kind, self._check_actor(planner_kind, actor)
+        if self.planner_kind == "policy" and self._choice is None:  # nothing imagined: nothing to time
+            self._settle(PrecisionChoice("fp32", "auto: the actor alone plans, no imagined rollouts to measure"))
         if seeded_iterations is not None and self.planner_kind != "policy+cem":
             raise ValueError(f"seeded_iterations: only means something with planner_kind 'policy+cem', "
                              f"not {self.planner_kind!r}")
@@ -215,20 +217,20 @@ class LeWMAgent:
         return matrix.float().to(self.device), dict(info)
 
     def _check_actor(self, kind: str, actor: tuple[GoalActor, dict[str, str]] | None
-                     ) -> tuple[str, tuple[GoalActor, dict[str, str]] | None]:
+                     ) -> tuple[GoalActor, dict[str, str]] | None:
         if kind not in PLANNER_KINDS:
             raise ValueError(f"planner_kind: expected one of {list(PLANNER_KINDS)}, got {kind!r}")
         if actor is None:
             if kind != "cem":
                 raise ValueError(f"planner_kind {kind!r}: the checkpoint has no actor; train one with "
                                  "`lewm train-policy --checkpoint C --data TRAINING_FILE`")
-            return kind, None
+            return None
         net, info = actor
         c = net.cfg
         if (c.latent_dim, c.block_dim) != (self.cfg.latent_dim, self.cfg.action_block_dim):
             raise ValueError(f"actor: maps latents of {c.latent_dim} to blocks of {c.block_dim}; this model has "
                              f"latents of {self.cfg.latent_dim} and blocks of {self.cfg.action_block_dim}")
-        return kind, (net.to(self.device).eval(), dict(info))
+        return net.to(self.device).eval(), dict(info)
 
     @property
     def precision_choice(self) -> PrecisionChoice:
