@@ -24,6 +24,10 @@ agent uniformly anywhere it does not touch the block (>= 5 px clearance); then t
 block moved by `goal_shift` px (uniform in the range, random direction) and rotated by up to
 +-`goal_rotation` rad, kept 35 px off the walls (so the disc fits all round it), with the
 goal's agent 8-40 px from the goal block; a goal that is already a success is redrawn.
+Pictures: `render_style="lewm"` (default; what this package's data and checkpoints use) draws
+anti-aliased shapes (render.py); "reference" draws the frames of the public reference's Push-T
+(stable-worldmodel's swm/PushT-v1) for the same state, for models trained on its data
+(reference_render.py; the state layout, action scale and success test are already the same).
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import numpy as np
 import pymunk
 
 from ..base import GoalPixelEnv
+from .reference_render import ReferencePushTRenderer
 from .render import (
     AGENT_RADIUS,
     T_AREA,
@@ -56,6 +61,7 @@ CONTACT_TOL = 1.0          # px beyond the radius still counted as touching (pym
 _WALL_THICK = 100.0        # thick static walls: a squeezed block cannot tunnel through them
 GOAL_MARGIN = 35.0         # goal block this far off the walls: the disc fits round it on every side
 ARENA_BOX = 600.0          # half-size of the start agent's sampling box: the whole arena
+RENDERERS = {"lewm": PushTRenderer, "reference": ReferencePushTRenderer}
 
 
 def t_corners(x: float, y: float, angle: float) -> np.ndarray:
@@ -86,9 +92,12 @@ class PushTEnv(GoalPixelEnv):
             (default pi/2).
         render_size, render_goal: what `render()` returns (default: 256 px, the goal beside);
             see `GoalPixelEnv.render`.
+        render_style: "lewm" (default) or "reference": the public reference's pictures (white
+            floor, outlined T, its fixed green goal T, OpenCV-resized from 512 px), for its models.
     """
 
     env_id = "lewm/PushT-v0"  # its registered id: `reset(options={"goal_steps": k})` asks its expert
+    pixel_kwargs = ("image_size", "render_style")
     state_dim = 10
     obs_dim = 5
     goal_dim = 5
@@ -96,7 +105,10 @@ class PushTEnv(GoalPixelEnv):
 
     def __init__(self, image_size: int = 96, render_mode: str | None = None, terminate_on_success: bool = True,
                  goal_shift: tuple[float, float] = (30.0, 120.0), goal_rotation: float = math.pi / 2,
-                 render_size: int | None = 256, render_goal: str = "beside", goal_steps: int | None = None):
+                 render_size: int | None = 256, render_goal: str = "beside", goal_steps: int | None = None,
+                 render_style: str = "lewm"):
+        if render_style not in RENDERERS:
+            raise ValueError(f"render_style: expected one of {list(RENDERERS)}, got {render_style!r}")
         super().__init__(image_size=image_size, render_mode=render_mode,
                          terminate_on_success=terminate_on_success, render_size=render_size,
                          render_goal=render_goal, goal_steps=goal_steps)
@@ -107,7 +119,8 @@ class PushTEnv(GoalPixelEnv):
                 or not 0 <= goal_rotation <= math.pi:
             raise ValueError(f"goal_rotation: expected a number in [0, pi] (radians), got {goal_rotation!r}")
         self.goal_rotation = float(goal_rotation)
-        self._renderer = PushTRenderer(self.image_size)
+        self.render_style = render_style
+        self._renderer = RENDERERS[render_style](self.image_size)
         self._state = np.array([256.0, 400.0, 256.0, 200.0, 0.0, 0, 0, 0, 0, 0])  # replaced by reset
 
     # ------------------------------------------------------------ sampling

@@ -361,7 +361,8 @@ def _run_import(a: argparse.Namespace) -> int:
         raise FileExistsError(f"--out: {o.out} already holds a checkpoint")
     model, meta = load_reference(o.reference, _numbers("--action-mean", o.action_mean),
                                  _numbers("--action-std", o.action_std), _numbers("--action-low", o.action_low),
-                                 _numbers("--action-high", o.action_high), o.env, o.encoder_heads, o.predictor_heads)
+                                 _numbers("--action-high", o.action_high), o.env, o.encoder_heads, o.predictor_heads,
+                                 env_kwargs=_json_arg("--env-kwargs", o.env_kwargs))
     meta = dataclasses.replace(meta, training={**meta.training, "command": a.command_line})
     save_checkpoint(o.out, model, meta)
     print(f"imported {o.reference} -> {o.out} ({model.num_parameters()['total']:,} parameters)", file=sys.stderr)

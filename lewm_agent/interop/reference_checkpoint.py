@@ -46,6 +46,9 @@ _OLD_VIT = ((r"^encoder\.layer\.(\d+)\.", r"layers.\1."), (r"\.attention\.attent
             (r"\.output\.dense\.", ".mlp.fc2."))
 # Parts of a ViTModel that LeWM's encode never uses (it reads the last hidden state's CLS token).
 _VIT_UNUSED = ("pooler.", "embeddings.mask_token")
+# Env kwargs an imported model is recorded with, per env id, beside its image size: the envs here that
+# can draw the reference's own pictures (a reference Push-T model has only seen those).
+REFERENCE_ENV_KWARGS: dict[str, dict[str, Any]] = {"lewm/PushT-v0": {"render_style": "reference"}}
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -311,6 +314,19 @@ def to_model(state: dict[str, torch.Tensor], sizes: dict[str, Any], action_dim: 
     return model.eval()
 
 
+def env_kwargs_for(env_id: str | None, image_size: int, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The env kwargs an imported model's checkpoint records: with an env id, the model's image size and
+    the env's reference-style pictures where it has them (REFERENCE_ENV_KWARGS); `given` overrides."""
+    if env_id is None:
+        if given:
+            raise ValueError("env_kwargs: recorded for an env; give env_id (--env) too")
+        return {}
+    import lewm_envs
+    kwargs = {"image_size": image_size, **REFERENCE_ENV_KWARGS.get(env_id, {}), **(given or {})}
+    lewm_envs.check_kwargs("env_kwargs (--env-kwargs)", lewm_envs.env_class(env_id), kwargs)
+    return kwargs
+
+
 def _bounds(env_id: str | None, low: Any, high: Any) -> tuple[Any, Any]:
     if low is not None and high is not None:
         return low, high
@@ -328,10 +344,12 @@ def load_reference(path: str | os.PathLike, action_mean: Any = None, action_std:
                    action_low: Any = None, action_high: Any = None, env_id: str | None = None,
                    encoder_heads: int | None = None, predictor_heads: int | None = None,
                    pixel_mean: tuple[float, ...] = IMAGENET_MEAN, pixel_std: tuple[float, ...] = IMAGENET_STD,
-                   planner: PlannerConfig | None = None) -> tuple[WorldModel, CheckpointMeta]:
+                   planner: PlannerConfig | None = None, env_kwargs: dict[str, Any] | None = None
+                   ) -> tuple[WorldModel, CheckpointMeta]:
     """A reference LeWM checkpoint as our (model, metadata). action_mean / action_std: the per-dimension
     statistics the reference normalised its `action` column with (it does not store them); bounds
-    from `action_low`/`action_high` or `env_id`'s action space."""
+    from `action_low`/`action_high` or `env_id`'s action space; with `env_id` the checkpoint records
+    the env kwargs eval plays it with (`env_kwargs_for`: Push-T in the reference's pictures)."""
     if action_mean is None or action_std is None:
         raise ValueError("action_mean, action_std: the reference checkpoint stores no action statistics; give the "
                          "per-dimension mean and std of its training data's actions (--action-mean/--action-std)")
@@ -340,9 +358,11 @@ def load_reference(path: str | os.PathLike, action_mean: Any = None, action_std:
     low, high = _bounds(env_id, action_low, action_high)
     meta = CheckpointMeta(model=model.cfg, action_mean=action_mean, action_std=action_std, action_low=low,
                           action_high=high, planner=planner or PlannerConfig(), env_id=env_id,
+                          env_kwargs=env_kwargs_for(env_id, model.cfg.image_size, env_kwargs),
                           training={"imported_from": str(path), "source": "stable-worldmodel LeWM",
                                     "pixel_mean": list(pixel_mean), "pixel_std": list(pixel_std)})
     return model, meta
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "read", "to_model", "load_reference"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "REFERENCE_ENV_KWARGS", "env_kwargs_for", "read", "to_model",
+           "load_reference"]

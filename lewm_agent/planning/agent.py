@@ -193,15 +193,17 @@ class LeWMAgent:
                        compile: str | None = None, *, action_mean: Any = None, action_std: Any = None,
                        action_low: Any = None, action_high: Any = None, env_id: str | None = None,
                        encoder_heads: int | None = None, predictor_heads: int | None = None,
-                       **planner_overrides: Any) -> LeWMAgent:
+                       env_kwargs: dict[str, Any] | None = None, **planner_overrides: Any) -> LeWMAgent:
         """An agent on a checkpoint of the public reference LeWM (stable-worldmodel's `*_object.ckpt` or
         `weights.pt`), computing what the reference computes (interop/reference_checkpoint.py). The reference keeps
         no action statistics or bounds: give the training data's action mean/std, and the bounds or
-        `env_id`. `agent.save(folder)` writes it as this package's checkpoint (`lewm import` does both)."""
+        `env_id` (which also records the env kwargs to play it with: for Push-T the reference's pictures;
+        `env_kwargs` overrides them). `agent.save(folder)` writes it as this package's checkpoint (`lewm import`
+        does both)."""
         from ..interop.reference_checkpoint import load_reference
         dev = resolve_device(device)
         model, meta = load_reference(path, action_mean, action_std, action_low, action_high, env_id,
-                                     encoder_heads, predictor_heads)
+                                     encoder_heads, predictor_heads, env_kwargs=env_kwargs)
         return cls(model, meta, dev, replace(planner or meta.planner, **planner_overrides), seed, precision, compile)
 
     def _check_probe(self, cost_probe: tuple[torch.Tensor, dict[str, str]] | None
