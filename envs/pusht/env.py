@@ -28,6 +28,12 @@ Pictures: `render_style="lewm"` (default; what this package's data and checkpoin
 anti-aliased shapes (render.py); "reference" draws the frames of the public reference's Push-T
 (stable-worldmodel's swm/PushT-v1) for the same state, for models trained on its data
 (reference_render.py; the state layout, action scale and success test are already the same).
+Physics: `physics="lewm"` (default; this package's data and checkpoints) is the above; "reference"
+steps the state as that reference's env does (its T's centre of gravity and moment, no friction,
+its walls, no target clipping, float32 PD arithmetic, one pymunk space kept through the episode),
+for models trained on its data; reference_physics.py lists each difference. With "reference",
+set_state() to another state than the current one starts a fresh space: a replay from a recorded
+mid-episode state then lacks the contact warm-start the recording had (see that module).
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ import numpy as np
 import pymunk
 
 from ..base import GoalPixelEnv
+from .reference_physics import ReferencePhysics
 from .reference_render import ReferencePushTRenderer
 from .render import (
     AGENT_RADIUS,
@@ -62,6 +69,7 @@ _WALL_THICK = 100.0        # thick static walls: a squeezed block cannot tunnel 
 GOAL_MARGIN = 35.0         # goal block this far off the walls: the disc fits round it on every side
 ARENA_BOX = 600.0          # half-size of the start agent's sampling box: the whole arena
 RENDERERS = {"lewm": PushTRenderer, "reference": ReferencePushTRenderer}
+PHYSICS = ("lewm", "reference")
 
 
 def t_corners(x: float, y: float, angle: float) -> np.ndarray:
@@ -94,10 +102,13 @@ class PushTEnv(GoalPixelEnv):
             see `GoalPixelEnv.render`.
         render_style: "lewm" (default) or "reference": the public reference's pictures (white
             floor, outlined T, its fixed green goal T, OpenCV-resized from 512 px), for its models.
+        physics: "lewm" (default) or "reference": step as the public reference's Push-T does, for
+            models trained on its data (reference_physics.py).
     """
 
     env_id = "lewm/PushT-v0"  # its registered id: `reset(options={"goal_steps": k})` asks its expert
     pixel_kwargs = ("image_size", "render_style")
+    dynamics_kwargs = ("physics",)
     state_dim = 10
     obs_dim = 5
     goal_dim = 5
@@ -106,9 +117,11 @@ class PushTEnv(GoalPixelEnv):
     def __init__(self, image_size: int = 96, render_mode: str | None = None, terminate_on_success: bool = True,
                  goal_shift: tuple[float, float] = (30.0, 120.0), goal_rotation: float = math.pi / 2,
                  render_size: int | None = 256, render_goal: str = "beside", goal_steps: int | None = None,
-                 render_style: str = "lewm"):
+                 render_style: str = "lewm", physics: str = "lewm"):
         if render_style not in RENDERERS:
             raise ValueError(f"render_style: expected one of {list(RENDERERS)}, got {render_style!r}")
+        if physics not in PHYSICS:
+            raise ValueError(f"physics: expected one of {list(PHYSICS)}, got {physics!r}")
         super().__init__(image_size=image_size, render_mode=render_mode,
                          terminate_on_success=terminate_on_success, render_size=render_size,
                          render_goal=render_goal, goal_steps=goal_steps)
@@ -121,6 +134,8 @@ class PushTEnv(GoalPixelEnv):
         self.goal_rotation = float(goal_rotation)
         self.render_style = render_style
         self._renderer = RENDERERS[render_style](self.image_size)
+        self.physics = physics
+        self._reference = ReferencePhysics() if physics == "reference" else None
         self._state = np.array([256.0, 400.0, 256.0, 200.0, 0.0, 0, 0, 0, 0, 0])  # replaced by reset
 
     # ------------------------------------------------------------ sampling
@@ -206,6 +221,9 @@ class PushTEnv(GoalPixelEnv):
         return space, agent, block
 
     def _apply_action(self, action: np.ndarray) -> None:
+        if self._reference is not None:
+            self._state = self._reference.step(self._state, action)
+            return
         space, agent, block = self._build_space()
         ax, ay = agent.position
         tx = min(max(ax + ACTION_SCALE * float(action[0]), AGENT_LO), AGENT_HI)
