@@ -81,8 +81,9 @@ def test_import_writes_our_folder_and_cli(tmp_path: Path) -> None:
 
 
 def test_a_pusht_import_records_the_reference_pictures(tmp_path: Path) -> None:
-    """With --env lewm/PushT-v0 the checkpoint records render_style="reference" and the model's image
-    size, so `lewm eval --checkpoint` (and make_env) play it in the pictures it was trained on."""
+    """With --env lewm/PushT-v0 the checkpoint records render_style="reference", physics="reference"
+    and the model's image size, so `lewm eval --checkpoint` (and make_env) play it in the pictures and
+    the physics it was trained on."""
     from lewm_agent.checkpoint import make_env
     from lewm_agent.evaluation.evaluate import EvalConfig, _env_of
     out = tmp_path / "pusht"
@@ -91,15 +92,16 @@ def test_a_pusht_import_records_the_reference_pictures(tmp_path: Path) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     meta = load_checkpoint(out)[1]
-    assert meta.env_kwargs == {"image_size": 14, "render_style": "reference"}
+    assert meta.env_kwargs == {"image_size": 14, "render_style": "reference", "physics": "reference"}
     env = make_env(out)
-    assert env.unwrapped.render_style == "reference" and env.reset(seed=0)[0]["pixels"].shape == (14, 14, 3)
+    assert env.unwrapped.render_style == env.unwrapped.physics == "reference"
+    assert env.reset(seed=0)[0]["pixels"].shape == (14, 14, 3)
     env_id, kwargs = _env_of(EvalConfig(checkpoint=str(out), env_id="lewm/PushT-v0"), meta, None)
-    assert (env_id, kwargs["render_style"]) == ("lewm/PushT-v0", "reference")
+    assert (env_id, kwargs["render_style"], kwargs["physics"]) == ("lewm/PushT-v0", "reference", "reference")
     # --env-kwargs overrides the defaults; a key the env does not take is refused naming the flag
     _, meta = load_reference(FIXTURE / "weights.pt", [0, 0], [1, 1], env_id="lewm/PushT-v0",
-                             env_kwargs={"render_style": "lewm"})
-    assert meta.env_kwargs["render_style"] == "lewm"
+                             env_kwargs={"render_style": "lewm", "physics": "lewm"})
+    assert (meta.env_kwargs["render_style"], meta.env_kwargs["physics"]) == ("lewm", "lewm")
     with pytest.raises(ValueError, match="--env-kwargs"):
         load_reference(FIXTURE / "weights.pt", [0, 0], [1, 1], env_id="lewm/PushT-v0", env_kwargs={"style": 1})
     _, meta = load_reference(FIXTURE / "weights.pt", [0, 0], [1, 1], [-1, -1], [1, 1])

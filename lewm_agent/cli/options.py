@@ -106,6 +106,7 @@ class ImportOptions:
     action_high: str | None = option(None, "per dimension, comma-separated: action-space upper bound (or --env)")
     env: str | None = option(None, "env id recorded in the checkpoint; bounds from its action space")
     env_kwargs: str = option("{}", "with --env: env kwargs recorded for eval, over the defaults (the model's "
-                                   "image_size; lewm/PushT-v0: render_style=reference)", metavar=JSON)
+                                   "image_size; lewm/PushT-v0: render_style=reference, physics=reference)",
+                          metavar=JSON)
     encoder_heads: int | None = option(None, "ViT heads, where the checkpoint does not say")
     predictor_heads: int | None = option(None, "predictor heads, where the checkpoint does not say")

@@ -47,8 +47,10 @@ _OLD_VIT = ((r"^encoder\.layer\.(\d+)\.", r"layers.\1."), (r"\.attention\.attent
 # Parts of a ViTModel that LeWM's encode never uses (it reads the last hidden state's CLS token).
 _VIT_UNUSED = ("pooler.", "embeddings.mask_token")
 # Env kwargs an imported model is recorded with, per env id, beside its image size: the envs here that
-# can draw the reference's own pictures (a reference Push-T model has only seen those).
-REFERENCE_ENV_KWARGS: dict[str, dict[str, Any]] = {"lewm/PushT-v0": {"render_style": "reference"}}
+# can draw the reference's own pictures and step its physics (a reference Push-T model has only seen
+# those pictures, and predicts pushes as its env simulated them).
+REFERENCE_ENV_KWARGS: dict[str, dict[str, Any]] = {"lewm/PushT-v0": {"render_style": "reference",
+                                                                     "physics": "reference"}}
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -316,7 +318,8 @@ def to_model(state: dict[str, torch.Tensor], sizes: dict[str, Any], action_dim: 
 
 def env_kwargs_for(env_id: str | None, image_size: int, given: dict[str, Any] | None = None) -> dict[str, Any]:
     """The env kwargs an imported model's checkpoint records: with an env id, the model's image size and
-    the env's reference-style pictures where it has them (REFERENCE_ENV_KWARGS); `given` overrides."""
+    the env's reference-style pictures and physics where it has them (REFERENCE_ENV_KWARGS); `given`
+    overrides."""
     if env_id is None:
         if given:
             raise ValueError("env_kwargs: recorded for an env; give env_id (--env) too")
@@ -349,7 +352,7 @@ def load_reference(path: str | os.PathLike, action_mean: Any = None, action_std:
     """A reference LeWM checkpoint as our (model, metadata). action_mean / action_std: the per-dimension
     statistics the reference normalised its `action` column with (it does not store them); bounds
     from `action_low`/`action_high` or `env_id`'s action space; with `env_id` the checkpoint records
-    the env kwargs eval plays it with (`env_kwargs_for`: Push-T in the reference's pictures)."""
+    the env kwargs eval plays it with (`env_kwargs_for`: Push-T in the reference's pictures and physics)."""
     if action_mean is None or action_std is None:
         raise ValueError("action_mean, action_std: the reference checkpoint stores no action statistics; give the "
                          "per-dimension mean and std of its training data's actions (--action-mean/--action-std)")
