@@ -7,6 +7,15 @@
 Entry points are strings, so importing this package imports no simulator.
 """
 from .experts import make_expert
-from .registry import ENV_IDS, check_kwargs, check_pixel_settings, env_class, pixel_settings
+from .registry import (
+    ENV_IDS,
+    check_dynamics_settings,
+    check_kwargs,
+    check_pixel_settings,
+    dynamics_settings,
+    env_class,
+    pixel_settings,
+)
 
-__all__ = ["ENV_IDS", "check_kwargs", "check_pixel_settings", "env_class", "make_expert", "pixel_settings"]
+__all__ = ["ENV_IDS", "check_dynamics_settings", "check_kwargs", "check_pixel_settings", "dynamics_settings",
+           "env_class", "make_expert", "pixel_settings"]

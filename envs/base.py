@@ -40,6 +40,7 @@ class GoalPixelEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     pixel_kwargs: tuple[str, ...] = ("image_size",)  # constructor arguments that change the images
+    dynamics_kwargs: tuple[str, ...] = ()             # ... and those that change how actions move the state
     env_id: str
     state_dim: int
     obs_dim: int

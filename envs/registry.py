@@ -43,13 +43,25 @@ def check_kwargs(what: str, cls: type, kwargs: Any) -> None:
         raise ValueError(f"{what}: unknown key(s) {unknown} for {cls.__name__}; known: {known}")
 
 
-def pixel_settings(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The effective constructor arguments of `env_id` that change its images (the class's
-    `pixel_kwargs`: image size, and e.g. Cube's render quality and camera), defaults filled in."""
+def _effective(env_id: str, kwargs: dict[str, Any], attr: str, fallback: tuple[str, ...]) -> dict[str, Any]:
+    """The constructor arguments the class names in `attr`, as `kwargs` over the registered ones
+    and the defaults would set them."""
     cls = env_class(env_id)
     params = inspect.signature(cls.__init__).parameters
     merged = {**gym.spec(env_id).kwargs, **kwargs}
-    return {n: merged.get(n, params[n].default) for n in getattr(cls, "pixel_kwargs", ("image_size",))}
+    return {n: merged.get(n, params[n].default) for n in getattr(cls, attr, fallback)}
+
+
+def pixel_settings(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The effective constructor arguments of `env_id` that change its images (the class's
+    `pixel_kwargs`: image size, and e.g. Cube's render quality and camera), defaults filled in."""
+    return _effective(env_id, kwargs, "pixel_kwargs", ("image_size",))
+
+
+def dynamics_settings(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The effective constructor arguments of `env_id` that change how an action moves its state
+    (the class's `dynamics_kwargs`, e.g. Push-T's physics), defaults filled in."""
+    return _effective(env_id, kwargs, "dynamics_kwargs", ())
 
 
 def check_pixel_settings(env_id: str, data_kwargs: dict[str, Any], model_kwargs: dict[str, Any], what: str) -> None:
@@ -59,4 +71,16 @@ def check_pixel_settings(env_id: str, data_kwargs: dict[str, Any], model_kwargs:
     diff = [f"{k}={data[k]!r} (the checkpoint's: {model[k]!r})" for k in data if data[k] != model[k]]
     if diff:
         raise ValueError(f"{what} renders {env_id} with {', '.join(diff)}; use data made with the "
+                         "checkpoint's env kwargs")
+
+
+def check_dynamics_settings(env_id: str, data_kwargs: dict[str, Any], model_kwargs: dict[str, Any],
+                            what: str) -> None:
+    """ValueError naming each setting where `data_kwargs` (described by `what`) simulate other dynamics
+    than the model was trained on: its episodes would not be the model's world, and results played or
+    learned from them would measure the mismatch."""
+    data, model = dynamics_settings(env_id, data_kwargs), dynamics_settings(env_id, model_kwargs)
+    diff = [f"{k}={data[k]!r} (the checkpoint's: {model[k]!r})" for k in data if data[k] != model[k]]
+    if diff:
+        raise ValueError(f"{what} simulates {env_id} with {', '.join(diff)}; use data made with the "
                          "checkpoint's env kwargs")

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import lewm_envs  # noqa: F401  registers lewm/ envs
+from lewm_envs import check_dynamics_settings, dynamics_settings
 from lewm_envs.pusht.env import PushTEnv
 from lewm_envs.pusht.render import wrap_angle
 
@@ -126,3 +127,26 @@ def test_against_the_installed_reference():
         ref_states = np.array([theirs.step(a)[0]["state"] for a in actions])
         pos, ang = errors(play(env, obs["state"], actions), ref_states)
         assert pos < POSITION_TOL and ang < ANGLE_TOL, (pos, ang)
+
+
+def test_physics_is_a_dynamics_setting():
+    """Data simulated with other physics than a checkpoint's is refused where its episodes are played
+    (eval --data) or imitated (train-policy), as other pixels are; defaults fill in what is not given."""
+    from types import SimpleNamespace
+
+    from lewm_agent.evaluation.evaluate import EvalConfig, _env_of
+    from lewm_agent.training.train_policy import check_rollout_env
+    assert dynamics_settings("lewm/PushT-v0", {}) == {"physics": "lewm"}
+    assert dynamics_settings("lewm/TwoRoom-v0", {"image_size": 32}) == {}
+    check_dynamics_settings("lewm/PushT-v0", {"physics": "lewm"}, {}, "x")
+    reference = {"render_style": "reference", "physics": "reference"}
+    meta = SimpleNamespace(env_id="lewm/PushT-v0", env_kwargs=reference, model=SimpleNamespace(action_dim=2))
+    rf = SimpleNamespace(env_id="lewm/PushT-v0", env_kwargs={"render_style": "reference"}, action_dim=2)
+    message = r"^--data: x\.h5 simulates lewm/PushT-v0 with physics='lewm' \(the checkpoint's: 'reference'\);"
+    with pytest.raises(ValueError, match=message):
+        _env_of(EvalConfig(checkpoint="c", data="x.h5"), meta, rf)
+    with pytest.raises(ValueError, match=message):
+        check_rollout_env(rf, meta, "x.h5")
+    rf.env_kwargs = reference
+    assert _env_of(EvalConfig(checkpoint="c", data="x.h5"), meta, rf)[1]["physics"] == "reference"
+    check_rollout_env(rf, meta, "x.h5")

@@ -21,7 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lewm_envs import check_pixel_settings
+from lewm_envs import check_dynamics_settings, check_pixel_settings
 
 from ..checkpoint import CheckpointMeta, weights_sha256
 from ..config import fields_from_dict
@@ -222,7 +222,9 @@ def _env_of(cfg: EvalConfig, meta: CheckpointMeta, rf: RolloutFile | None) -> tu
     env_kwargs = dict(rf.env_kwargs if rf and rf.env_id else meta.env_kwargs)  # (nor its env's kwargs)
     env_kwargs.pop("terminate_on_success", None)  # success at any step is tracked here
     if meta.env_id is not None:
-        check_pixel_settings(env_id, env_kwargs, meta.env_kwargs, f"--data: {cfg.data}" if rf else "the env")
+        what = f"--data: {cfg.data}" if rf else "the env"
+        check_pixel_settings(env_id, env_kwargs, meta.env_kwargs, what)
+        check_dynamics_settings(env_id, env_kwargs, meta.env_kwargs, what)  # its pairs are played in the data's env
     return env_id, env_kwargs
 
 

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from lewm_envs import check_pixel_settings
+from lewm_envs import check_dynamics_settings, check_pixel_settings
 
 from ..checkpoint import (
     CONFIG,
@@ -74,13 +74,15 @@ class PolicyTrainConfig:
 
 
 def check_rollout_env(rf: RolloutFile, meta: CheckpointMeta, data: str) -> None:
-    """Refuse a file of another env (or other pixels or action size) than the checkpoint's."""
+    """Refuse a file of another env (or other pixels, dynamics or action size) than the checkpoint's."""
     env = rf.env_id or meta.env_id  # a reference-layout file names no env: the checkpoint's
     if env != meta.env_id:
         raise ValueError(f"--data: {data} holds {rf.env_id!r} episodes, the checkpoint is for {meta.env_id!r}")
     if meta.env_id in gym.registry:
-        check_pixel_settings(meta.env_id, rf.env_kwargs if rf.env_id else meta.env_kwargs, meta.env_kwargs,
-                             f"--data: {data}")
+        kwargs = rf.env_kwargs if rf.env_id else meta.env_kwargs
+        check_pixel_settings(meta.env_id, kwargs, meta.env_kwargs, f"--data: {data}")
+        # the actor imitates the file's actions; under other dynamics they do not do what the model predicts
+        check_dynamics_settings(meta.env_id, kwargs, meta.env_kwargs, f"--data: {data}")
     if rf.action_dim != meta.model.action_dim:
         raise ValueError(f"--data: {data} has {rf.action_dim}-dimensional actions, the checkpoint "
                          f"{meta.model.action_dim}")
