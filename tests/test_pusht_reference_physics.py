@@ -89,6 +89,22 @@ def test_a_goal_rendered_mid_episode_keeps_the_reference_space(traj):
     assert pos < POSITION_TOL and ang < ANGLE_TOL
 
 
+def test_simulate_mid_episode_leaves_the_episode_on_the_reference(traj):
+    """The oracle's simulate() plays other actions from the current state in a space of its own."""
+    env = PushTEnv(physics="reference", terminate_on_success=False)
+    i = int((traj["n_contacts"] > 0).sum(1).argmax())
+    start, actions = traj["start"][i], traj["actions"][i]
+    env.reset(options={"state": ours(start), "goal_state": ours(start)})
+    states = []
+    for t, a in enumerate(actions):
+        if t == 20:
+            assert len(env.simulate(env.get_state(), -actions[:5], every=1)) == 5
+        env.step(a)
+        states.append(env.get_state())
+    pos, ang = errors(np.array(states), traj["states"][i])
+    assert pos < POSITION_TOL and ang < ANGLE_TOL
+
+
 def test_default_physics_differs_from_the_reference(traj):
     env = PushTEnv(terminate_on_success=False)
     assert env.physics == "lewm"

@@ -237,6 +237,16 @@ class PushTEnv(GoalPixelEnv):
         self._state = np.array([ax, ay, bx, by, float(wrap_angle(block.angle)), avx, avy, bvx, bvy,
                                 block.angular_velocity], dtype=np.float64)
 
+    def simulate(self, state: np.ndarray, actions: np.ndarray, every: int) -> list[np.ndarray]:
+        if self._reference is None:
+            return super().simulate(state, actions, every)
+        # A space of its own: the episode's (with its contact warm-start) is still there afterwards.
+        kept, self._reference = self._reference, ReferencePhysics()
+        try:
+            return super().simulate(state, actions, every)
+        finally:
+            self._reference = kept
+
     # ------------------------------------------------------------ rendering and goals
     def _render_current(self) -> np.ndarray:
         return self._renderer.render(self._state[:2], self._state[2:5])
