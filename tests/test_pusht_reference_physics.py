@@ -24,6 +24,7 @@ import pytest
 import lewm_envs  # noqa: F401  registers lewm/ envs
 from lewm_envs import check_dynamics_settings, dynamics_settings
 from lewm_envs.pusht.env import PushTEnv
+from lewm_envs.pusht.reference_physics import from_reference_state as ours
 from lewm_envs.pusht.render import wrap_angle
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -38,10 +39,6 @@ def traj():
     with np.load(REFERENCE / "trajectories.npz") as f:
         return {k: f[k] for k in f.files}
 
-
-def ours(ref_state: np.ndarray) -> np.ndarray:
-    """Our 10-number state for the reference's 7 (its starts are at rest, the T without velocity)."""
-    return np.array([*ref_state[:5], *ref_state[5:7], 0.0, 0.0, 0.0])
 
 
 def play(env: PushTEnv, start: np.ndarray, actions: np.ndarray, render_at: int | None = None) -> np.ndarray:

@@ -23,6 +23,7 @@ import pytest
 import lewm_envs  # noqa: F401  registers lewm/ envs
 from lewm_envs import check_pixel_settings
 from lewm_envs.pusht.env import ACTION_SCALE, AGENT_HI, AGENT_LO, PushTEnv
+from lewm_envs.pusht.reference_physics import from_reference_state as ours
 from lewm_envs.pusht.reference_render import ReferencePushTRenderer
 from lewm_envs.pusht.render import wrap_angle
 
@@ -37,10 +38,6 @@ def ref():
     with np.load(FIXTURE / "frames.npz") as f:
         return {k: f[k] for k in f.files}
 
-
-def ours(ref_state: np.ndarray) -> np.ndarray:
-    """Our 10-number state for the reference's 7 (agent xy, block xy, angle mod 2 pi, agent velocity)."""
-    return np.array([*ref_state[:5], *ref_state[5:7], 0.0, 0.0, 0.0])
 
 
 def test_fixture_records_versions_and_stays_small(ref):

@@ -40,6 +40,15 @@ STEM = ((-15.0, 30.0), (-15.0, 120.0), (15.0, 120.0), (15.0, 30.0))
 T_MASS, T_MOMENT, T_COG = 1.0, 3000.0, (0.0, 45.0)
 
 
+def from_reference_state(state: np.ndarray) -> np.ndarray:
+    """The reference's 7-number state (agent xy, block xy, angle, agent velocity) as this env's 10
+    (the same, then the block's velocity and spin, which the reference's state leaves out: at rest)."""
+    state = np.asarray(state, np.float64)
+    if state.shape != (7,):
+        raise ValueError(f"state: expected the reference's 7 numbers, got shape {state.shape}")
+    return np.array([*state[:5], *state[5:7], 0.0, 0.0, 0.0])
+
+
 class ReferencePhysics:
     """Steps a Push-T state (the env's 10-vector) as the reference's env would, keeping its pymunk
     space between steps; `step` rebuilds the space when handed a state other than its last result."""
