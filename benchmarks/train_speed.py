@@ -2,9 +2,8 @@
 
 One step = encode (B, T) frames, predict, pred_loss + lambda * SIGReg, backward, clip, AdamW:
 exactly the trainer's step, on random uint8 frames already on the device. T is the trainer's
-window (`sequence_frames`): history + 1 frames for the window predictor (`paper`), history + 5
-for the banded one (the `tiny` and `small` presets' default), so a sample of the two is not the
-same work; each row names its predictor and T.
+window (`sequence_frames`, history + 1 frames for either predictor); each row names its
+predictor (`paper`: window; `tiny` and `small`: banded) and T.
 bf16 autocast on CUDA as in training. Prints a table and writes JSON.
 `--precisions` times fp32 and bf16 autocast alternating in one process (CPU or GPU) and names
 the CPU's capability (AVX2, AVX512-BF16, AMX-BF16), the measurement `--precision auto` makes.

@@ -64,13 +64,14 @@ def test_old_configs_are_the_window_predictor_and_bad_values_are_named():
         TrainConfig(data="x", out="y", sequence_frames=1)
 
 
-def test_a_banded_model_trains_on_longer_windows_and_plans(dot_dataset, tmp_path):
+def test_a_banded_model_trains_and_plans(dot_dataset, tmp_path):
     """The `tiny` preset trains it by default; the checkpoint records it (a key that old ones lack)."""
     cfg = TrainConfig(data=str(dot_dataset), out=str(tmp_path / "ck"), preset="tiny", steps=6, batch_size=16,
                       warmup_steps=1, eval_interval=6, ckpt_interval=6, val_windows=16, num_projections=32,
                       precision="fp32", progress=False)
-    assert sequence_frames(preset("tiny"), cfg.sequence_frames) == 3 + 5  # the preset's predictor: banded
-    assert sequence_frames(preset("tiny", predictor_attention="window"), cfg.sequence_frames) == 3 + 1
+    assert preset("tiny").predictor_attention == "banded"                   # the preset's predictor
+    assert sequence_frames(preset("tiny"), cfg.sequence_frames) == 3 + 1    # on the window predictor's windows
+    assert sequence_frames(preset("tiny"), 8) == 8                          # unless asked for longer
     out = train(cfg)
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["predictor_attention"] == "banded"

@@ -34,7 +34,7 @@ def test_train_and_plan_speed_run_on_the_tiny_preset(tmp_path):
     assert [r["processes"] for r in info["results"]] == [1, 2]
     assert all(r["preset"] == "tiny" and r["samples_per_s"] > 0 for r in info["results"])
     # the trainer's step of the preset's predictor: banded, on history + 5 frames
-    assert all((r["predictor_attention"], r["sequence_frames"]) == ("banded", 8) for r in info["results"])
+    assert all((r["predictor_attention"], r["sequence_frames"]) == ("banded", 4) for r in info["results"])
     info, stdout = run("train_speed.py", "--presets", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "8",
                        "--precisions", tmp_path=tmp_path)
     pr = info["results"][0]["precisions"]

@@ -105,8 +105,8 @@ def test_bad_data_is_reported(dot_dataset, tmp_path):
     short = tmp_path / "short.h5"
     from conftest import write_dot_dataset
     write_dot_dataset(short, episodes=3, length=10)
-    # the tiny preset's banded predictor trains on history 3 + 5 frames: 7 blocks of 5 env steps
-    with pytest.raises(ValueError, match=r"no training window of 36 env steps \(8 frames: 7 action blocks x "):
+    # the tiny preset trains on history 3 + 1 frames: 3 blocks of 5 env steps
+    with pytest.raises(ValueError, match=r"no training window of 16 env steps \(4 frames: 3 action blocks x "):
         train(cfg(short, tmp_path / "o"))
     broken = tmp_path / "broken.h5"
     broken.write_bytes(dot_dataset.read_bytes())
