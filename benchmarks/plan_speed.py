@@ -9,9 +9,7 @@ after one warm-up solve. Prints a table and writes JSON.
 
 `--against reference` times the public reference (`pip install -e .[bench]`) beside it in
 alternating rounds in one process, both planning from one context frame (the reference's
-default), for a model with the reference's only predictor, the window one (the default `paper`
-preset; the CPU presets train the banded one: `--model '{"predictor_attention": "window"}'`), at
-fp32 and bf16, and prints the ratio at each side's best precision and at fp32.
+default), at fp32 and bf16, and prints the ratio at each side's best precision and at fp32.
 A precision more than 1.5x slower than fp32 in a one-iteration screen (bf16 on CPUs without
 native bf16 matrix units) is reported and not timed in full. `--compile` plans with the
 agent's compiled path (`--compile cudagraph`: each solve one CUDA graph) and the reference's
@@ -155,7 +153,7 @@ def against_reference(cfg: ModelConfig, args: argparse.Namespace, device: torch.
                       planner: PlannerConfig) -> dict:
     """Both sides per env count and precision; precisions the screen drops are reported, not timed."""
     import reference
-    why = reference.unmatched(cfg) or reference.missing()
+    why = reference.missing()
     if why:
         print(f"reference column skipped: {why}")
         return {"reference": None, "skipped": why}
@@ -216,12 +214,10 @@ def main() -> None:
                             horizon=args.horizon, receding_horizon=args.horizon)
     dev = (torch.cuda.get_device_name(device) if device.type == "cuda" else
            f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
-    # the predictor is named: the CPU presets' default (banded) is not the paper's (window)
-    print(f"device: {dev}  preset: {args.preset}  predictor: {cfg.predictor_attention}  S={args.samples} "
-          f"iters={args.iterations} H={args.horizon}  compile: {args.compile or 'off'}")
+    print(f"device: {dev}  preset: {args.preset}  S={args.samples} iters={args.iterations} H={args.horizon}"
+          f"  compile: {args.compile or 'off'}")
     body = against_reference(cfg, args, device, planner) if args.against else ours_alone(cfg, args, device, planner)
-    info = {"device": dev, "torch": torch.__version__, "preset": args.preset,
-            "predictor_attention": cfg.predictor_attention, "model": cfg.to_dict(),
+    info = {"device": dev, "torch": torch.__version__, "preset": args.preset, "model": cfg.to_dict(),
             "planner": planner.to_dict(), "compile": args.compile, **body}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2))

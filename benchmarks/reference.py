@@ -42,15 +42,6 @@ def missing() -> str | None:
     return None
 
 
-def unmatched(cfg: ModelConfig) -> str | None:
-    """None when the reference can build what `cfg` is, else why not (one line). It has the window
-    predictor only: beside a banded one the ratio would be another architecture's, not ours."""
-    if cfg.predictor_attention != "window":
-        return (f"the reference has the window predictor only, this model's is {cfg.predictor_attention!r} "
-                f"(the tiny and small presets' default): add --model '{{\"predictor_attention\": \"window\"}}'")
-    return None
-
-
 @functools.cache
 def _modules() -> SimpleNamespace:
     """The reference's LeWM model classes, loss and CEM solver, imported without its package __init__."""

@@ -1,9 +1,7 @@
 """Training samples/s of the world model (data loading excluded, as the paper's reference number).
 
-One step = encode (B, T) frames, predict, pred_loss + lambda * SIGReg, backward, clip, AdamW:
-exactly the trainer's step, on random uint8 frames already on the device. T is the trainer's
-window (`sequence_frames`, history + 1 frames for either predictor); each row names its
-predictor (`paper`: window; `tiny` and `small`: banded) and T.
+One step = encode (B, history+1) frames, predict, pred_loss + lambda * SIGReg, backward,
+clip, AdamW: exactly the trainer's step, on random uint8 frames already on the device.
 bf16 autocast on CUDA as in training. Prints a table and writes JSON.
 `--precisions` times fp32 and bf16 autocast alternating in one process (CPU or GPU) and names
 the CPU's capability (AVX2, AVX512-BF16, AMX-BF16), the measurement `--precision auto` makes.
@@ -15,8 +13,7 @@ the CPU's capability (AVX2, AVX512-BF16, AMX-BF16), the measurement `--precision
     python benchmarks/train_speed.py --presets --checkpoints checkpoints/pusht --precisions  # fp32 vs bf16
 
 `--against reference` times the public reference's training step (`pip install -e .[bench]`) on the
-same batch and sizes (its window of history + 1 frames), alternating steps with ours in one process,
-and prints the ratio; only for a model with its window predictor (ViT presets, e.g. `paper`).
+same batch and sizes, alternating steps with ours in one process, and prints the ratio.
 """
 from __future__ import annotations
 
@@ -35,7 +32,6 @@ import torch.multiprocessing as mp
 
 from lewm_agent import ModelConfig, WorldModel, pred_loss, preset, sigreg
 from lewm_agent.checkpoint import read_meta
-from lewm_agent.config import sequence_frames
 from lewm_agent.device import resolve_device
 from lewm_agent.distributed import Ranks, setup, teardown, wrap
 from lewm_agent.precision import cpu_capability
@@ -59,13 +55,6 @@ def step_fn(net: torch.nn.Module, opt: torch.optim.Optimizer, device: torch.devi
     return step
 
 
-def random_windows(cfg: ModelConfig, b: int, frames: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """(pixels, actions) of `b` random training windows of `frames` frames (frames - 1 action blocks)."""
-    s = cfg.image_size
-    pixels = torch.randint(0, 256, (b, frames, s, s, 3), dtype=torch.uint8, device=device)
-    return pixels, torch.randn(b, frames - 1, cfg.action_block_dim, device=device)
-
-
 def time_steps(cfg: ModelConfig, args: argparse.Namespace, device: torch.device,
                ranks: Ranks = Ranks()) -> dict:  # noqa: B008  (a frozen dataclass)
     """Median seconds of a training step on this rank's share of the global batch (all ranks step)."""
@@ -74,7 +63,9 @@ def time_steps(cfg: ModelConfig, args: argparse.Namespace, device: torch.device,
     net = wrap(model, device, ranks)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=1e-3)
     step = step_fn(net, opt, device, args.num_projections)
-    pixels, actions = random_windows(cfg, args.batch_size // ranks.world, sequence_frames(cfg), device)
+    b, t, s = args.batch_size // ranks.world, cfg.history + 1, cfg.image_size
+    pixels = torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, device=device)
+    actions = torch.randn(b, cfg.history, cfg.action_block_dim, device=device)
     times = []
     for i in range(args.warmup + args.steps):
         if device.type == "cuda":
@@ -91,7 +82,7 @@ def time_steps(cfg: ModelConfig, args: argparse.Namespace, device: torch.device,
 def against_reference(cfg: ModelConfig, args: argparse.Namespace, device: torch.device) -> dict | None:
     """Median ms per step of ours and of the reference, alternating steps; None if it is not installed."""
     import reference
-    why = reference.unmatched(cfg) or reference.missing()
+    why = reference.missing()
     if why:
         print(f"reference column skipped: {why}")
         return None
@@ -131,8 +122,9 @@ def against_precision(cfg: ModelConfig, args: argparse.Namespace, device: torch.
         model = WorldModel(cfg).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=1e-3)
         sides[name] = step_fn(model, opt, device, args.num_projections, bf16)
-    b = args.batch_size
-    pixels, actions = random_windows(cfg, b, sequence_frames(cfg), device)
+    b, t, s = args.batch_size, cfg.history + 1, cfg.image_size
+    pixels = torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, device=device)
+    actions = torch.randn(b, cfg.history, cfg.action_block_dim, device=device)
     times: dict[str, list[float]] = {name: [] for name in sides}
     for i in range(args.warmup + args.steps):
         for name, step in sides.items():
@@ -210,9 +202,7 @@ def main() -> None:
         for nproc in args.nproc:
             r = time_processes(cfg, args, device, nproc)
             b = args.batch_size
-            rows.append({"preset": str(name), "predictor_attention": cfg.predictor_attention,
-                         "sequence_frames": sequence_frames(cfg), "image_size": cfg.image_size,
-                         "params": r["params"], "batch_size": b,
+            rows.append({"preset": str(name), "image_size": cfg.image_size, "params": r["params"], "batch_size": b,
                          "processes": nproc, "num_projections": args.num_projections,
                          "ms_per_step": 1e3 * r["seconds"], "samples_per_s": b / r["seconds"], "steps": args.steps})
         if args.precisions:
@@ -223,12 +213,10 @@ def main() -> None:
             f"{device.type} ({platform.machine()}, {cpu_capability()}, {torch.get_num_threads()} threads)",
             "torch": torch.__version__, "results": rows}
     print(f"device: {info['device']}")
-    print(f"{'model':>8} {'predictor':>9} {'T':>2} {'px':>4} {'params':>11} {'batch':>6} {'procs':>5} {'ms/step':>9} "
-          f"{'samples/s':>10}")
+    print(f"{'model':>8} {'px':>4} {'params':>11} {'batch':>6} {'procs':>5} {'ms/step':>9} {'samples/s':>10}")
     for r in rows:
-        print(f"{r['preset']:>8.8} {r['predictor_attention']:>9} {r['sequence_frames']:>2} {r['image_size']:>4} "
-              f"{r['params']:>11,} {r['batch_size']:>6} {r['processes']:>5} {r['ms_per_step']:>9.1f} "
-              f"{r['samples_per_s']:>10.1f}")
+        print(f"{r['preset']:>8.8} {r['image_size']:>4} {r['params']:>11,} {r['batch_size']:>6} {r['processes']:>5} "
+              f"{r['ms_per_step']:>9.1f} {r['samples_per_s']:>10.1f}")
         if r.get("reference"):
             ref = r["reference"]
             print(f"{'':>8} alternating with the reference: ours {ref['ours_ms_per_step']:.1f} ms, reference "

@@ -81,8 +81,6 @@ class ModelConfig:
     # "window": each prediction re-runs the window of its last `history` frames (learned absolute
     # positions; what every checkpoint before this option records). "banded": each frame attends to
     # its last `history` frames with rotary (relative) positions, so a rollout caches keys/values.
-    # The default stays "window" because a config.json without the key (every checkpoint written
-    # before the option) means it; the CPU presets set "banded" (PRESETS).
     predictor_attention: str = "window"
     # "lewm": LayerNorms with PyTorch's eps (1e-5), as every checkpoint before this option. "reference":
     # the public reference's (stable-worldmodel) computation, so its weights import 1:1: ViT norms at
@@ -171,12 +169,9 @@ class PlannerConfig:
     from_dict = classmethod(fields_from_dict)
 
 
-# Named architectures. Anything not given keeps the paper default. The CPU presets train the banded
-# (key/value-cached) predictor, which plans with fewer FLOPs per step (README, Speed); `paper` keeps the
-# window predictor: it is the paper's architecture, the one the public reference builds, so the
-# reference comparisons, the reference import and the GPU scripts measure like against like.
+# Named architectures. Anything not given keeps the paper default.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper: ViT-Tiny/14 at 224 px, ~18M parameters, window predictor.
+    # The paper: ViT-Tiny/14 at 224 px, ~18M parameters.
     "paper": {},
     # CPU preset: 64 px, small conv encoder, 3-layer predictor (~1.5M parameters), sized for
     # training on a few CPU cores (README, Speed).
@@ -184,14 +179,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=64, encoder="cnn", cnn_channels=(32, 64, 64, 128), encoder_width=256,
         latent_dim=128, projector_hidden=512, action_hidden=256,
         predictor_depth=3, predictor_heads=4, predictor_head_dim=32, predictor_mlp=512,
-        predictor_attention="banded",
     ),
     # Test preset: 32 px, a few thousand parameters per layer: small enough for the test suite.
     "tiny": dict(
         image_size=32, encoder="cnn", cnn_channels=(8, 16, 32), encoder_width=64,
         latent_dim=32, projector_hidden=64, action_hidden=32,
         predictor_depth=2, predictor_heads=2, predictor_head_dim=16, predictor_mlp=64, dropout=0.0,
-        predictor_attention="banded",
     ),
 }
 
@@ -204,15 +197,14 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
 
 
 def sequence_frames(model_cfg: ModelConfig, asked: int | None = None) -> int:
-    """Frames per training window (`asked`, the trainer's --sequence-frames, if given): history + 1
-    for both predictors (each window's last prediction is the one a planner makes). Longer windows
-    for the banded predictor (history + the horizon's 5, to train its roll-out past the context)
-    cost more than they teach where episodes are short: on Two-Room's data 8-frame windows keep 44%
-    of the episodes (27,296 window starts against 63,485) and the retrained model planned 65.3%
-    against 90.7% with 4-frame windows (3 x 50 test pairs). `--sequence-frames` still asks for more."""
+    """Frames per training window (`asked`, the trainer's --sequence-frames, if given). The window
+    predictor sees `history` frames, so history + 1 (each window's last prediction is the one a
+    planner makes). The banded predictor sees further back with depth and rolls out past the
+    context, so by default it trains on the planner's span: history context frames plus the
+    default horizon of 5 predictions."""
     if asked is not None:
         return asked
-    return model_cfg.history + 1
+    return model_cfg.history + (1 if model_cfg.predictor_attention == "window" else PlannerConfig().horizon)
 
 
 def default_sigreg_weight(preset_name: str, latent_dim: int) -> float:

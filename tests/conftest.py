@@ -88,15 +88,12 @@ def dot_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(dot_dataset, tmp_path_factory):
-    """A tiny world model trained 200 steps on the dot dataset (~10 s on one busy core). Pinned to the
-    window predictor: the quality thresholds of the tests that read it were set on it, and the banded
-    one (the preset's default, history + 5 frames per window) took 1.5x as long here and ended at
-    val/emb_rank 1.6 where test_train asks > 2 (window: 2.9) on these 40-frame episodes."""
+    """A tiny world model trained 200 steps on the dot dataset (~5 s on one core)."""
     from lewm_agent.training.train import TrainConfig, train
     out = tmp_path_factory.mktemp("run") / "ck"
     train(TrainConfig(data=str(dot_dataset), out=str(out), preset="tiny", steps=200, batch_size=32, lr=3e-3,
                       warmup_steps=10, eval_interval=100, ckpt_interval=100, log_interval=10, val_windows=64,
-                      num_projections=128, progress=False), {"predictor_attention": "window"})
+                      num_projections=128, progress=False))
     return out
 
 
@@ -112,8 +109,7 @@ def two_room_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def two_room_ck(two_room_data, tmp_path_factory):
-    """A `tiny` checkpoint trained for 30 steps on `two_room_data` (the tests need its plumbing, not skill):
-    the preset's own predictor (banded), so the evaluation, video and SB3 tests run what new runs train."""
+    """A `tiny` checkpoint trained for 30 steps on `two_room_data` (the tests need its plumbing, not skill)."""
     from lewm_agent.training.train import TrainConfig, train
     out = tmp_path_factory.mktemp("ck") / "ck"
     train(TrainConfig(data=str(two_room_data), out=str(out), preset="tiny", steps=30, batch_size=16, lr=3e-3,

@@ -232,7 +232,7 @@ def test_an_actor_tied_to_other_weights_is_refused(two_room_ck, two_room_data, t
     assert LeWMAgent.from_pretrained(ck, device="cpu", planner_kind="policy").actor is not None
     model, meta = load_checkpoint(ck)
     with torch.no_grad():
-        model.pred_projector.fc1.weight.add_(0.01)  # a tensor of either predictor
+        model.pos_embed.add_(0.01)
     save_checkpoint(ck, model, meta)                                           # retrained weights, the old actor
     with pytest.raises(ValueError, match="actor.safetensors was trained on other weights; retrain it"):
         LeWMAgent.from_pretrained(ck, device="cpu", planner_kind="policy+cem")

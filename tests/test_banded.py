@@ -54,7 +54,7 @@ def test_each_layer_widens_the_band_by_history_minus_one():
 def test_old_configs_are_the_window_predictor_and_bad_values_are_named():
     old = {k: v for k, v in ModelConfig().to_dict().items() if k != "predictor_attention"}
     assert ModelConfig.from_dict(old).predictor_attention == "window"
-    assert "pos_embed" in dict(WorldModel(preset("tiny", predictor_attention="window")).named_parameters())
+    assert "pos_embed" in dict(WorldModel(preset("tiny")).named_parameters())
     assert "pos_embed" not in dict(banded().named_parameters())
     with pytest.raises(ValueError, match=r"^ModelConfig.predictor_attention: expected one of \('window', 'banded'\)"):
         preset("tiny", predictor_attention="cached")
@@ -64,26 +64,16 @@ def test_old_configs_are_the_window_predictor_and_bad_values_are_named():
         TrainConfig(data="x", out="y", sequence_frames=1)
 
 
-def test_a_banded_model_trains_and_plans(dot_dataset, tmp_path):
-    """The `tiny` preset trains it by default; the checkpoint records it (a key that old ones lack)."""
+def test_a_banded_model_trains_on_longer_windows_and_plans(dot_dataset, tmp_path):
     cfg = TrainConfig(data=str(dot_dataset), out=str(tmp_path / "ck"), preset="tiny", steps=6, batch_size=16,
                       warmup_steps=1, eval_interval=6, ckpt_interval=6, val_windows=16, num_projections=32,
                       precision="fp32", progress=False)
-    assert preset("tiny").predictor_attention == "banded"                   # the preset's predictor
-    assert sequence_frames(preset("tiny"), cfg.sequence_frames) == 3 + 1    # on the window predictor's windows
-    assert sequence_frames(preset("tiny"), 8) == 8                          # unless asked for longer
-    out = train(cfg)
+    assert sequence_frames(preset("tiny", predictor_attention="banded"), cfg.sequence_frames) == 3 + 5
+    assert sequence_frames(preset("tiny"), cfg.sequence_frames) == 3 + 1
+    out = train(cfg, model_overrides={"predictor_attention": "banded"})
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["predictor_attention"] == "banded"
     agent = LeWMAgent.from_pretrained(out, device="cpu", num_samples=8, num_elites=2, num_iterations=1)
     frames = torch.randint(0, 256, (1, 1, 32, 32, 3), dtype=torch.uint8).numpy()
     plan = agent.plan(frames, frames[:, 0])
     assert plan.shape == (1, agent.planner_cfg.horizon, agent.cfg.action_block_dim)
-
-
-def test_the_cpu_presets_train_it_and_the_paper_preset_keeps_the_window_predictor():
-    # ModelConfig's own default is what a config.json without the key means; paper is what the
-    # reference builds, so its comparisons and import stay like against like
-    assert ModelConfig().predictor_attention == preset("paper").predictor_attention == "window"
-    assert preset("tiny").predictor_attention == preset("small").predictor_attention == "banded"
-    assert preset("small", predictor_attention="window").predictor_attention == "window"  # the override

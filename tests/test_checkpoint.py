@@ -27,26 +27,9 @@ def test_round_trip_is_exact_and_pickle_free(tmp_path):
 def test_half_precision_storage_is_dequantized(tmp_path):
     model, _, path = make(tmp_path, weights_dtype="float16")
     loaded, _ = load_checkpoint(path)
-    name = "pred_projector.fc1.weight"  # in both predictors (pos_embed is in the window one only)
-    w = loaded.state_dict()[name]
+    w = loaded.state_dict()["pos_embed"]
     assert w.dtype == torch.float32
-    torch.testing.assert_close(w, model.state_dict()[name], atol=1e-3, rtol=1e-3)
-
-
-def test_a_new_tiny_checkpoint_records_banded_and_one_without_the_key_loads_as_window(tmp_path):
-    _, _, path = make(tmp_path)
-    assert json.loads((path / "config.json").read_text())["model"]["predictor_attention"] == "banded"
-    # a checkpoint written before the option (every shipped one): no key, the window predictor
-    cfg = preset("tiny", predictor_attention="window")
-    model = WorldModel(cfg)
-    old = save_checkpoint(tmp_path / "old", model, CheckpointMeta(cfg, [0.0, 0.0], [1.0, 1.0], [-1, -1], [1, 1]))
-    edit_config(old, lambda c: c["model"].pop("predictor_attention"))
-    embedded = (old / "config.json").read_text()
-    save_file(model.state_dict(), str(old / "model.safetensors"), metadata={"config": embedded})
-    loaded, meta = load_checkpoint(old)
-    assert meta.model == cfg and "pos_embed" in dict(loaded.named_parameters())
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, loaded.state_dict()[k]), k
+    torch.testing.assert_close(w, model.state_dict()["pos_embed"], atol=1e-3, rtol=1e-3)
 
 
 def edit_config(path, fn):
@@ -75,7 +58,7 @@ def test_shape_mismatch_names_the_tensor(tmp_path):
     other = WorldModel(preset("tiny", latent_dim=48)).state_dict()
     embedded = (path / "config.json").read_text()
     save_file(other, str(path / "model.safetensors"), metadata={"config": embedded})
-    with pytest.raises(ValueError, match=r"projector.fc2.weight: file \(48, 64\) vs config \(32, 64\)"):
+    with pytest.raises(ValueError, match=r"pos_embed: file \(1, 3, 48\) vs config \(1, 3, 32\)"):
         load_checkpoint(path)
 
 

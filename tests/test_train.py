@@ -38,8 +38,7 @@ def test_prediction_loss_falls_and_embeddings_do_not_collapse(trained_checkpoint
 
 def test_without_sigreg_the_same_run_collapses(dot_dataset, tmp_path):
     out = tmp_path / "no_sigreg"
-    train(cfg(dot_dataset, out, steps=200, ckpt_interval=100, eval_interval=100, sigreg_weight=0.0),
-          {"predictor_attention": "window"})  # as trained_checkpoint
+    train(cfg(dot_dataset, out, steps=200, ckpt_interval=100, eval_interval=100, sigreg_weight=0.0))
     val = [r for r in read_log(out) if "val/emb_std" in r][-1]
     assert val["val/emb_std"] < 0.1  # what the SIGReg run above keeps above 0.25
 
@@ -79,16 +78,6 @@ def test_resume_refuses_changed_settings(dot_dataset, tmp_path):
     train(cfg(dot_dataset, tmp_path / "r", steps=30))  # more steps is fine
 
 
-def test_resume_refuses_another_predictor_and_names_the_override(dot_dataset, tmp_path):
-    # a `tiny` run from before the preset trained the banded predictor, resumed after the switch
-    window = {"predictor_attention": "window"}
-    train(cfg(dot_dataset, tmp_path / "w", steps=4, ckpt_interval=4, eval_interval=4), window)
-    with pytest.raises(ValueError, match=r"another model .*--model '\{\"predictor_attention\": \"window\"\}'"):
-        train(cfg(dot_dataset, tmp_path / "w", steps=6, ckpt_interval=4, eval_interval=4))
-    train(cfg(dot_dataset, tmp_path / "w", steps=6, ckpt_interval=4, eval_interval=4), window)  # as it said
-    assert load_checkpoint(tmp_path / "w")[1].model.predictor_attention == "window"
-
-
 def test_default_lambda_is_recorded_and_the_paper_preset_gets_the_reference_scale(dot_dataset, tmp_path):
     # The reference averages the prediction loss over D; ours sums, so its 0.09 is 0.09 * D here.
     assert default_sigreg_weight("paper", 192) == pytest.approx(17.28)
@@ -105,8 +94,7 @@ def test_bad_data_is_reported(dot_dataset, tmp_path):
     short = tmp_path / "short.h5"
     from conftest import write_dot_dataset
     write_dot_dataset(short, episodes=3, length=10)
-    # the tiny preset trains on history 3 + 1 frames: 3 blocks of 5 env steps
-    with pytest.raises(ValueError, match=r"no training window of 16 env steps \(4 frames: 3 action blocks x "):
+    with pytest.raises(ValueError, match="no training window of 16 env steps"):
         train(cfg(short, tmp_path / "o"))
     broken = tmp_path / "broken.h5"
     broken.write_bytes(dot_dataset.read_bytes())

@@ -7,8 +7,7 @@ from lewm_agent import ModelConfig, WorldModel, preset
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    # The window predictor's tests (its hard window, its rollout): the banded one has its own in test_banded.py
-    m = WorldModel(preset("tiny", predictor_attention="window"))
+    m = WorldModel(preset("tiny"))
     # Leave AdaLN-zero's identity start: random modulation makes the action conditioning matter.
     for block in m.blocks:
         torch.nn.init.normal_(block.modulation.weight, std=0.2)

@@ -43,10 +43,8 @@ def load_data(rf: RolloutFile, name: str, spec: WindowSpec, val_fraction: float,
     train_starts = window_starts(rf, split.train_episodes, spec.span)
     val_starts = window_starts(rf, split.val_episodes, spec.span)
     if len(train_starts) == 0:
-        # spec.history counts the window's action blocks (sequence_frames - 1), not the model's history
-        raise ValueError(f"{name}: no training window of {spec.span + 1} env steps ({spec.history + 1} frames: "
-                         f"{spec.history} action blocks x frameskip {spec.frameskip}); episodes are "
-                         f"{int(rf.episode_lengths.max())} frames at most")
+        raise ValueError(f"{name}: no training window of {spec.span + 1} env steps (history {spec.history} x "
+                         f"frameskip {spec.frameskip}); episodes are {int(rf.episode_lengths.max())} frames at most")
     val_starts = np.sort(np.random.default_rng(spec.seed).permutation(val_starts)[:val_windows])
     actions = rf.read("action")
     low = rf.attr("action_low", [-1.0] * rf.action_dim)

@@ -17,8 +17,7 @@ RESUMABLE = {"steps", "eval_interval", "ckpt_interval", "log_interval", "workers
 class TrainConfig:
     data: str = option(help="rollout file (.h5) written by `lewm collect`")
     out: str = option(help="checkpoint folder (resumed if it holds a run)")
-    preset: str = option("small", "architecture (README, Presets): tiny and small train the banded (cacheable) "
-                                  "predictor, paper the paper's window one", choices=sorted(PRESETS))
+    preset: str = option("small", choices=sorted(PRESETS))
     steps: int = option(10_000, "optimizer steps in all", low=1)
     batch_size: int = option(128, "training windows per step; under torchrun the global batch, split evenly over the "
                                   "processes", low=2)
@@ -49,8 +48,8 @@ class TrainConfig:
                                     "short measurement at start finds it clearly faster (the log says which); "
                                     "fp32/bf16 force it", choices=list(PRECISIONS))
     sequence_frames: int | None = option(  # None: see `sequence_frames`
-        None, "frames per training window (default: history + 1, for either predictor; "
-              "--model '{\"predictor_attention\": ...}' picks the predictor)", low=2)
+        None, "frames per training window (default: history + 1 for the window predictor, history + 5 for the "
+              "banded one, '{\"predictor_attention\": \"banded\"}' in --model)", low=2)
     progress: bool = option(True, flag="--no-progress")
     max_bad_steps: int = option(3, "steps with a non-finite gradient norm that are skipped (no update) before "
                                    "the run stops; 0: stop at the first", low=0)

@@ -12,7 +12,6 @@ import torch
 from safetensors import safe_open
 
 from ..checkpoint import CheckpointMeta, atomic_write_bytes, save_tensors_atomic
-from ..config import ModelConfig
 from ..runlog import LOG_FILE, log_rows
 from .config import RESUMABLE, TrainConfig
 
@@ -54,7 +53,6 @@ def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, c
     if changed:
         raise ValueError(f"{path.parent}: a run with different settings is there ({changed}: "
                          f"{ {k: old.get(k) for k in changed} }); use another --out or the same settings")
-    _check_same_model(path, json.loads(md["meta"])["model"], model)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
@@ -79,18 +77,6 @@ def truncate_log(path: Path, step: int) -> None:
         return
     keep = [line for line, row in log_rows(path) if row["step"] <= step]
     atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
-
-
-def _check_same_model(path: Path, recorded: dict[str, Any], model: torch.nn.Module) -> None:
-    """Refuse, by field, a run whose architecture differs from the one built now: e.g. a `tiny` or
-    `small` run started when those presets trained the window predictor (a state without the key
-    means "window"), resumed after they switched to the banded one."""
-    old, new = ModelConfig.from_dict(recorded).to_dict(), model.cfg.to_dict()
-    changed = {k: old[k] for k in sorted(old) if old[k] != new[k]}
-    if changed:
-        raise ValueError(f"{path.parent}: a run with another model is there ({changed}, now "
-                         f"{ {k: new[k] for k in changed} }); resume it with --model '{json.dumps(changed)}' "
-                         f"or use another --out")
 
 
 def resume(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device,
