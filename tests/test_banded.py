@@ -64,12 +64,13 @@ def test_old_configs_are_the_window_predictor_and_bad_values_are_named():
         TrainConfig(data="x", out="y", sequence_frames=1)
 
 
-def test_a_banded_model_trains_on_longer_windows_and_plans(dot_dataset, tmp_path):
+def test_a_banded_model_trains_on_longer_windows_when_asked_and_plans(dot_dataset, tmp_path):
+    banded = preset("tiny", predictor_attention="banded")
+    assert sequence_frames(banded) == sequence_frames(preset("tiny")) == 3 + 1  # by default as the window one
     cfg = TrainConfig(data=str(dot_dataset), out=str(tmp_path / "ck"), preset="tiny", steps=6, batch_size=16,
                       warmup_steps=1, eval_interval=6, ckpt_interval=6, val_windows=16, num_projections=32,
-                      precision="fp32", progress=False)
-    assert sequence_frames(preset("tiny", predictor_attention="banded"), cfg.sequence_frames) == 3 + 5
-    assert sequence_frames(preset("tiny"), cfg.sequence_frames) == 3 + 1
+                      precision="fp32", progress=False, sequence_frames=8)
+    assert sequence_frames(banded, cfg.sequence_frames) == 8
     out = train(cfg, model_overrides={"predictor_attention": "banded"})
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["predictor_attention"] == "banded"

@@ -48,8 +48,8 @@ class TrainConfig:
                                     "short measurement at start finds it clearly faster (the log says which); "
                                     "fp32/bf16 force it", choices=list(PRECISIONS))
     sequence_frames: int | None = option(  # None: see `sequence_frames`
-        None, "frames per training window (default: history + 1 for the window predictor, history + 5 for the "
-              "banded one, '{\"predictor_attention\": \"banded\"}' in --model)", low=2)
+        None, "frames per training window (default: history + 1, for either predictor; "
+              "'{\"predictor_attention\": \"banded\"}' in --model picks the cacheable one)", low=2)
     progress: bool = option(True, flag="--no-progress")
     max_bad_steps: int = option(3, "steps with a non-finite gradient norm that are skipped (no update) before "
                                    "the run stops; 0: stop at the first", low=0)
