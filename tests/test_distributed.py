@@ -23,6 +23,14 @@ def torchrun(*args: str, nproc: int = 2, timeout: float = 240) -> subprocess.Com
                            str(nproc), *args], env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
+def failure(run: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun said: the ranks' own lines first (torchrun's traceback of its
+    ChildFailedError, which comes last, is long and says only that a rank died)."""
+    lines = run.stderr.splitlines()
+    own = [ln for ln in lines if "torch/distributed/" not in ln and not ln.startswith((" ", "Traceback"))]
+    return "\n".join(own[:40]) + "\n...\n" + run.stderr[-800:]
+
+
 def test_ranks_draw_disjoint_slices_of_the_single_process_batch():
     starts = np.arange(1000)
     for step in range(3):
@@ -37,7 +45,7 @@ def test_two_ranks_compute_the_gradient_of_one_process_on_the_global_batch(tmp_p
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     subprocess.run([sys.executable, str(HERE / "helpers" / "dist_step.py"), str(one)], env=ENV, check=True, timeout=120)
     run = torchrun(str(HERE / "helpers" / "dist_step.py"), str(two))
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, failure(run)
     a, b = torch.load(one), torch.load(two)
     assert float(a["pred_loss"]) == pytest.approx(float(b["pred_loss"]), rel=1e-5)
     assert float(a["sigreg"]) == pytest.approx(float(b["sigreg"]), rel=1e-5)  # SIGReg of the global batch
@@ -58,9 +66,9 @@ def _train_args(data: Path, out: Path, steps: int) -> list[str]:
 def test_a_two_rank_run_matches_one_process_resumes_and_its_checkpoint_plans(dot_dataset, tmp_path):
     ranks2, single = tmp_path / "two", tmp_path / "one"
     run = torchrun(*_train_args(dot_dataset, ranks2, 2))
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, failure(run)
     run = torchrun(*_train_args(dot_dataset, ranks2, 4))  # an interrupted run restarted: resumes at 2
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, failure(run)
     subprocess.run([sys.executable, *_train_args(dot_dataset, single, 4)], env=ENV, check=True, timeout=240,
                    capture_output=True)
     logs = [[__import__("json").loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
