@@ -64,14 +64,19 @@ def dynamics_settings(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return _effective(env_id, kwargs, "dynamics_kwargs", ())
 
 
+def _check_same(settings: Any, verb: str, env_id: str, data_kwargs: dict[str, Any],
+                model_kwargs: dict[str, Any], what: str) -> None:
+    data, model = settings(env_id, data_kwargs), settings(env_id, model_kwargs)
+    diff = [f"{k}={data[k]!r} (the checkpoint's: {model[k]!r})" for k in data if data[k] != model[k]]
+    if diff:
+        raise ValueError(f"{what} {verb} {env_id} with {', '.join(diff)}; use data made with the "
+                         "checkpoint's env kwargs")
+
+
 def check_pixel_settings(env_id: str, data_kwargs: dict[str, Any], model_kwargs: dict[str, Any], what: str) -> None:
     """ValueError naming each setting where images made with `data_kwargs` (described by `what`)
     differ from those a model was trained on (`model_kwargs`): its latents would be meaningless."""
-    data, model = pixel_settings(env_id, data_kwargs), pixel_settings(env_id, model_kwargs)
-    diff = [f"{k}={data[k]!r} (the checkpoint's: {model[k]!r})" for k in data if data[k] != model[k]]
-    if diff:
-        raise ValueError(f"{what} renders {env_id} with {', '.join(diff)}; use data made with the "
-                         "checkpoint's env kwargs")
+    _check_same(pixel_settings, "renders", env_id, data_kwargs, model_kwargs, what)
 
 
 def check_dynamics_settings(env_id: str, data_kwargs: dict[str, Any], model_kwargs: dict[str, Any],
@@ -79,8 +84,4 @@ def check_dynamics_settings(env_id: str, data_kwargs: dict[str, Any], model_kwar
     """ValueError naming each setting where `data_kwargs` (described by `what`) simulate other dynamics
     than the model was trained on: its episodes would not be the model's world, and results played or
     learned from them would measure the mismatch."""
-    data, model = dynamics_settings(env_id, data_kwargs), dynamics_settings(env_id, model_kwargs)
-    diff = [f"{k}={data[k]!r} (the checkpoint's: {model[k]!r})" for k in data if data[k] != model[k]]
-    if diff:
-        raise ValueError(f"{what} simulates {env_id} with {', '.join(diff)}; use data made with the "
-                         "checkpoint's env kwargs")
+    _check_same(dynamics_settings, "simulates", env_id, data_kwargs, model_kwargs, what)
