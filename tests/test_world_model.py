@@ -29,6 +29,25 @@ def test_paper_config_has_paper_size():
     assert 10.5e6 < counts["predictor"] < 11.2e6
 
 
+def test_residual_cnn_widens_what_each_feature_sees():
+    x = torch.zeros(1, 3, 32, 32)
+    x[..., 0:4, 0:4] = 1.0  # a patch in one corner
+
+    def reach(cfg):  # (4, 4) map of the last conv features the patch moves
+        torch.manual_seed(0)
+        convs = WorldModel(cfg).eval().encoder.convs
+        for name, m in list(convs.named_modules()):  # GroupNorm's statistics span the whole map:
+            if isinstance(m, torch.nn.GroupNorm):     # leave them out to see the convs' own reach
+                parent, _, leaf = name.rpartition(".")
+                setattr(convs.get_submodule(parent) if parent else convs, leaf, torch.nn.Identity())
+        with torch.no_grad():
+            return (convs(x) - convs(torch.zeros_like(x))).abs().sum(1)[0]
+    assert reach(preset("tiny"))[-1, -1] == 0  # plain: the far corner's feature never sees it
+    assert reach(preset("tiny", cnn_residual=True))[-1, -1] > 0  # 3x3 blocks at 8 and 4 px carry it
+    model = WorldModel(preset("tiny", cnn_residual=True)).eval()
+    assert model.encode(torch.zeros(2, 1, 32, 32, 3, dtype=torch.uint8)).shape == (2, 1, 32)
+
+
 def test_encode_shapes_and_uint8_float_agree(model):
     px = torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)
     z = model.encode(px)

@@ -37,13 +37,29 @@ class ViTEncoder(nn.Module):
         return self.norm(x[:, 0])                                    # (N, w) CLS token
 
 
+class ResidualBlock(nn.Module):
+    """x + conv(act(norm(conv(act(norm(x)))))), 3x3 at stride 1: widens what each feature sees by 4 px
+    at its resolution without changing the shape (pre-activation, so the identity path stays clean)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.GroupNorm(1, c), nn.GELU(), nn.Conv2d(c, c, kernel_size=3, padding=1),
+            nn.GroupNorm(1, c), nn.GELU(), nn.Conv2d(c, c, kernel_size=3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
 class CNNEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
-        for c in cfg.cnn_channels:  # each conv halves the resolution
+        for i, c in enumerate(cfg.cnn_channels):  # each conv halves the resolution
             layers += [nn.Conv2d(c_in, c, kernel_size=4, stride=2, padding=1), nn.GroupNorm(1, c), nn.GELU()]
+            if cfg.cnn_residual and i > 0:  # only when asked: plain nets keep their parameter names
+                layers.append(ResidualBlock(c))
             c_in = c
         self.convs = nn.Sequential(*layers)
         side = cfg.image_size // 2 ** len(cfg.cnn_channels)
