@@ -163,18 +163,37 @@ class GoalPixelEnv(gym.Env):
         towards a sampled goal, or later (up to 4x `steps`) while that pose would already count
         as reached from `start` (e.g. the Push-T disc has not touched the block yet)."""
         from .experts import make_expert  # here: the env modules must not import the experts at load
-        expert = make_expert(self.env_id)
         self._goal_state = self._sample_goal_state(start)
         self.set_state(start)
-        expert.reset(self, self.np_random)
         start_goal = self._achieved_goal()
-        for t in range(4 * steps):
-            obs = {"observation": self._observation(), "achieved_goal": self._achieved_goal(),
-                   "desired_goal": self._goal_from_state(self._goal_state)}  # no pixels: nothing renders
-            self._apply_action(np.clip(np.asarray(expert.act(self, obs), np.float32), -1.0, 1.0))
+        for t, _ in enumerate(self._expert_steps(make_expert(self.env_id), self.np_random, 4 * steps)):
             if t + 1 >= steps and not self._success(start_goal, self._achieved_goal()):
                 break
         return self.get_state()
+
+    def expert_episode(self, expert: Any, rng: np.random.Generator, max_steps: int,
+                       until_success: bool = True) -> np.ndarray:
+        """The states (T+1, state_dim) of one episode of `expert` (e.g. `lewm_envs.make_expert(id,
+        **kwargs)`) from the current state towards the current goal, as a collector records it: to
+        the step that reaches the goal (`until_success`) or `max_steps`. Nothing renders but the goal
+        images of an expert's new subtasks; the env is left at the end."""
+        states = [self.get_state()]
+        for success in self._expert_steps(expert, rng, max_steps):
+            states.append(self.get_state())
+            if success and until_success:
+                break
+        return np.stack(states)
+
+    def _expert_steps(self, expert: Any, rng: np.random.Generator, max_steps: int):
+        """Step `expert` from the current state towards `self._goal_state`, up to `max_steps`
+        times; yields after each step whether that goal is reached."""
+        expert.reset(self, rng)
+        for _ in range(max_steps):
+            goal = self._goal_from_state(self._goal_state)  # an expert may set subtask goals
+            obs = {"observation": self._observation(), "achieved_goal": self._achieved_goal(),
+                   "desired_goal": goal}  # no pixels: nothing renders
+            self._apply_action(np.clip(np.asarray(expert.act(self, obs), np.float32), -1.0, 1.0))
+            yield bool(self._success(self._achieved_goal(), goal))
 
     def simulate(self, state: np.ndarray, actions: np.ndarray, every: int) -> list[np.ndarray]:
         """Play env actions (T, action_dim) from `state` in the simulator alone (no episode, no

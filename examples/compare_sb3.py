@@ -53,12 +53,12 @@ ACTOR_KINDS = ("policy", "policy+cem")
 class CompareConfig:
     checkpoint: str
     data: str | None = None             # held-out pairs (as `lewm eval --data`) ...
-    env_id: str | None = None           # ... or goals from the env's reset (`--env`)
+    env_id: str | None = None           # ... or pairs along the env's expert episodes (`--env`)
     timesteps: int = 20_000             # env steps of training per baseline and seed
     episodes: int = 50
     seeds: tuple[int, ...] = (0, 1, 2)
     goal_offset: int | None = None      # --data: goal frame this many steps on (default 25)
-    goal_steps: int | None = None       # --env: goal where the expert gets in K steps (default 25)
+    goal_steps: int | None = None       # --env: goal K expert steps after the start (default 25)
     budget: int = 50
     train_episode_steps: int = 100      # time limit of the training episodes
     baselines: tuple[str, ...] = ("sac_her", "ppo_pixels")
@@ -226,13 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="rollout file: start/goal pairs from its held-out episodes")
-    src.add_argument("--env", dest="env_id", help="no dataset: start and goal from the env's reset")
+    src.add_argument("--env", dest="env_id", help="no dataset: pairs along episodes of the env's expert")
     p.add_argument("--timesteps", type=int, default=20_000, help="training env steps per baseline and seed")
     p.add_argument("--episodes", type=int, default=50, help="pairs per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--goal-offset", type=int, default=None, help="with --data: goal frame K steps on (default 25)")
     p.add_argument("--goal-steps", type=int, default=None,
-                   help="with --env: goal where the env's expert gets in K steps (default 25)")
+                   help="with --env: goal K steps on along the env's expert episode (default 25)")
     p.add_argument("--budget", type=int, default=50)
     p.add_argument("--train-episode-steps", type=int, default=100, help="time limit of training episodes")
     p.add_argument("--baselines", nargs="+", default=list(TRAINERS), help=f"subset of {list(TRAINERS)}")

@@ -194,7 +194,32 @@ def test_env_goals_are_the_experts_k_steps_on_and_goal_offset_belongs_to_data_pa
     assert main([*args, "--goal-offset", "10"]) == 2
     assert "--goal-offset: applies to --data" in capsys.readouterr().err
     assert main([*args, "--goal-steps", "8", "--no-baselines"]) == 0
-    assert "goal: where the expert gets in 8 steps from the env's reset" in capsys.readouterr().out
+    assert "goal: 8 expert steps on from a start along the env's expert episodes" in capsys.readouterr().out
+
+
+def test_env_pairs_are_windows_of_the_experts_episodes_as_a_collected_file_poses_them():
+    import gymnasium as gym
+
+    from lewm_agent.evaluation.pairs import env_pairs, recipe_expert
+    from lewm_envs import make_expert
+    env = gym.make("lewm/TwoRoom-v0", image_size=32)
+    pairs, _ = env_pairs(env, 8, 3, goal_steps=10, max_steps=60)
+    assert [p.start for p in pairs] == [p.start for p in env_pairs(env, 8, 3, goal_steps=10, max_steps=60)[0]]
+    assert any(p.start > 0 for p in pairs)  # not only from resets: anywhere along an episode
+    for p in pairs[:3]:  # replay the episode each pair names: its start and goal are 10 steps apart on it
+        env_seed, expert_seed, _ = np.random.SeedSequence([3, p.episode]).generate_state(3)
+        env.reset(seed=int(env_seed))
+        states = env.unwrapped.expert_episode(make_expert("lewm/TwoRoom-v0"), np.random.default_rng(expert_seed), 60)
+        np.testing.assert_array_equal(states[p.start], p.state)
+        np.testing.assert_array_equal(states[p.start + 10], p.goal_state)
+    with pytest.raises(ValueError, match="unknown key"):  # the expert kwargs reach the expert
+        env_pairs(env, 1, 0, goal_steps=5, expert_kwargs={"nope": 1})
+
+    class Meta:
+        training = {"data_recipe": {"collector": "lewm_agent.collect/TwoRoomExpert", "expert_kwargs": {"noise": 0.1},
+                                    "max_episode_steps": 90}}
+    assert recipe_expert(Meta(), "lewm/TwoRoom-v0") == ({"noise": 0.1}, 90)
+    assert recipe_expert(Meta(), "lewm/PushT-v0") == ({}, None)  # another env's data: its expert's defaults
 
 
 def test_an_interrupted_evaluation_resumes_after_its_last_seed_with_the_same_numbers(two_room_data, two_room_ck,

@@ -31,7 +31,7 @@ from ..planning.agent import PLANNER_KINDS, LeWMAgent
 from ..precision import PRECISIONS
 from ..progress import Progress
 from .diagnostics import GapRecorder, diagnose, diagnostics_markdown, difficulty_line, pair_difficulty
-from .pairs import Pair, env_pairs, held_out_episodes, run_pairs, sample_pairs
+from .pairs import Pair, env_pairs, held_out_episodes, recipe_expert, run_pairs, sample_pairs
 from .policy import PolicyFactory
 from .resume import SeedLog
 from .rows import LeWMRow, Row, factory_row, random_policy, replay_row
@@ -41,12 +41,13 @@ from .rows import LeWMRow, Row, factory_row, random_policy, replay_row
 class EvalConfig:
     checkpoint: str = option(help=CHECKPOINT_HELP)
     data: str | None = option(None, "rollout file: start/goal pairs from its held-out episodes")
-    env_id: str | None = option(None, "no dataset: start and goal from the env's reset", flag="--env")
+    env_id: str | None = option(None, "no dataset: pairs along episodes of the env's expert", flag="--env")
     episodes: int = option(50, "pairs per seed", low=1)
     seeds: tuple[int, ...] = option((0, 1, 2), nargs="+", low=0)
     goal_offset: int | None = option(None, "with --data: env steps from start to goal frame (default 25)", low=1)
-    goal_steps: int | None = option(None, "with --env: the goal is where the env's expert gets in K env steps from "
-                                          "the start (default 25, the --data protocol's offset)", metavar="K", low=1)
+    goal_steps: int | None = option(None, "with --env: starts along episodes of the env's expert (as the checkpoint's "
+                                          "data recipe collected them), goals K env steps on (default 25, the --data "
+                                          "protocol's offset)", metavar="K", low=1)
     budget: int = option(50, "env steps allowed", low=1)
     device: str = option("auto")
     precision: str = option("auto", "autocast of the imagined rollouts: auto = bf16 on CUDA GPUs that have it; on a "
@@ -98,7 +99,7 @@ class EvalConfig:
 
 def _goal_words(report: dict[str, Any]) -> str:
     if report.get("goal_steps"):
-        return f"goal: where the expert gets in {report['goal_steps']} steps from the env's reset"
+        return f"goal: {report['goal_steps']} expert steps on from a start along the env's expert episodes"
     return f"goal +{report['goal_offset']} steps"
 
 
@@ -157,14 +158,17 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
     env_id, env_kwargs = _env_of(cfg, agent.meta, rf)
     envs = [make_eval_env(env_id, env_kwargs, cfg.budget) for _ in range(cfg.episodes)]
     env = envs[0]  # checks starts, draws --env goals and declares pair difficulty; plays pair 0 too
-    held, held_note = held_out_episodes(rf, agent.meta) if rf else (np.zeros(0, int), "env.reset goals")
+    held, held_note = (held_out_episodes(rf, agent.meta) if rf
+                       else (np.zeros(0, int), "windows of the env's expert episodes"))
 
     def solved(p: Pair) -> bool:
         return bool(env.reset(options={"state": p.state, "goal_state": p.goal_state})[1]["is_success"])
 
+    expert_kwargs, max_steps = recipe_expert(agent.meta, env_id) if not rf else ({}, None)
+
     def draw(seed: int) -> tuple[list[Pair], int]:
         return (sample_pairs(rf, held, cfg.episodes, cfg.goal_offset, seed, solved) if rf
-                else env_pairs(env, cfg.episodes, seed, cfg.goal_steps))
+                else env_pairs(env, cfg.episodes, seed, cfg.goal_steps, expert_kwargs, max_steps))
 
     gap = GapRecorder(agent) if cfg.diagnose else None
     bar = Progress(len(cfg.seeds) * cfg.budget, "eval lewm", unit="step", enabled=cfg.progress)

@@ -71,20 +71,47 @@ def sample_pairs(rf: RolloutFile, episodes: np.ndarray, n: int, offset: int, see
     return pairs, skipped
 
 
-def env_pairs(env: gym.Env, n: int, seed: int, goal_steps: int) -> tuple[list[Pair], int]:
-    """Start/goal pairs from the env's own seeded reset (no dataset): the goal is where the env's
-    expert gets in `goal_steps` env steps, so it is reachable in the budget as --data goals are."""
+def env_pairs(env: gym.Env, n: int, seed: int, goal_steps: int, expert_kwargs: dict | None = None,
+              max_steps: int | None = None) -> tuple[list[Pair], int]:
+    """Start/goal pairs without a dataset, posed as a file the env's expert collected would pose them
+    (`sample_pairs`): an episode of the expert (`expert_kwargs`, e.g. the checkpoint's data recipe)
+    from a seeded reset towards the env's own goal, up to `max_steps` (default the env's limit), a
+    start drawn uniformly along it and the goal `goal_steps` env steps later. Episodes shorter than
+    that are passed over (as `--data` passes short episodes over); solved starts are skipped.
+    Starts only at resets would under-ask: on Two-Room 20% of such pairs crossed the door, 50% of
+    the test file's."""
+    from lewm_envs import make_expert  # the eval imports without the envs; --env needs them anyway
+
+    u = env.unwrapped
+    expert = make_expert(u.env_id, **(expert_kwargs or {}))
+    until_success = expert.collect_env_kwargs.get("terminate_on_success", True)
+    max_steps = max_steps or gym.spec(u.env_id).max_episode_steps
     pairs, skipped, k = [], 0, 0
     while len(pairs) < n:
-        _, info = env.reset(seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]),
-                            options={"goal_steps": goal_steps})
+        env_seed, expert_seed, pick = np.random.SeedSequence([seed, k]).generate_state(3)
         k += 1
-        u = env.unwrapped
-        if info["is_success"]:
+        env.reset(seed=int(env_seed))
+        states = u.expert_episode(expert, np.random.default_rng(expert_seed), max_steps, until_success)
+        if len(states) <= goal_steps:
+            continue
+        t = int(np.random.default_rng(pick).integers(0, len(states) - goal_steps))
+        pair = Pair(states[t], states[t + goal_steps], episode=k - 1, start=t)
+        if env.reset(options={"state": pair.state, "goal_state": pair.goal_state})[1]["is_success"]:
             skipped += 1
             continue
-        pairs.append(Pair(u.get_state(), u.goal_state))
+        pairs.append(pair)
     return pairs, skipped
+
+
+def recipe_expert(meta: CheckpointMeta, env_id: str) -> tuple[dict, int | None]:
+    """The expert kwargs and episode limit of the checkpoint's training data, where that data was
+    collected by `env_id`'s expert (else the expert's defaults and the env's limit)."""
+    from lewm_envs.experts import expert_class
+
+    recipe = meta.training.get("data_recipe", {})
+    if recipe.get("collector") != f"lewm_agent.collect/{expert_class(env_id).__name__}":
+        return {}, None
+    return dict(recipe.get("expert_kwargs", {})), recipe.get("max_episode_steps")
 
 
 def run_pairs(policy: Policy, pairs: list[Pair], envs: list[gym.Env], budget: int,
