@@ -5,7 +5,7 @@ tqdm draws a bar on a terminal, but switches itself off when stderr is not one (
 prints one plain line at least every `interval` seconds instead, from a heartbeat thread, so a
 single slow unit (one batched CEM solve can take a minute) does not silence the log.
 
-The ETA comes from the rate over the most recent units (a tenth of the total by default), not
+The ETA comes from the rate over the most recent units (a tenth of the first total by default), not
 since the start: the first units of a phase are often slow (warm-up, a precision probe,
 compilation) and an average from the start overstated the remaining time many-fold. The rate is
 measured up to now, so a unit that is taking long raises the ETA while it runs. No ETA is shown

@@ -3,8 +3,8 @@
 The unit is a pair-step: one pair planned for and stepped once. A lockstep step costs in
 proportion to the pairs still active (they are planned in one batch), and a seed ends when its
 last pair succeeds. Counting the budget's lockstep steps instead (the earlier bar) charged every
-step the same and counted steps that were never played, so its ETA overshot 2.8-4x when pairs
-succeeded early.
+step the same and counted steps that were never played: its ETA was 0.21-6.8x the real remaining
+time on a Two-Room evaluation (README, Evaluation protocol), with pair-steps 0.65-1.40x.
 
 After every step the total is revised: the work done, plus the expected rest of this seed, plus
 each later seed at the mean work of the seeds finished so far (at this seed's projected work
