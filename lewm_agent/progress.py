@@ -5,11 +5,15 @@ tqdm draws a bar on a terminal, but switches itself off when stderr is not one (
 prints one plain line at least every `interval` seconds instead, from a heartbeat thread, so a
 single slow unit (one batched CEM solve can take a minute) does not silence the log.
 
-The ETA comes from the rate over the most recent units (a tenth of the total by default), not
+The ETA comes from the rate over the most recent units (a tenth of the first total by default), not
 since the start: the first units of a phase are often slow (warm-up, a precision probe,
 compilation) and an average from the start overstated the remaining time many-fold. The rate is
 measured up to now, so a unit that is taking long raises the ETA while it runs. No ETA is shown
 before a unit is done.
+
+A phase whose amount of work is known only as it goes (an evaluation ends a seed when its last
+pair succeeds) revises its total with `set_total`; the line then shows the total as `~N`, an
+estimate, and the ETA is the estimated units left at the recent rate.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class Progress:
         self.total, self.desc, self.unit, self.done = int(total), desc, unit, int(initial)
         self.stream = stream or sys.stderr
         self.interval, self.postfix = float(interval), ""
+        self.estimated = False
         self._recent = max(1, int(round(recent * self.total)))
         self._bar, self._beat = None, None
         self._plain = enabled and not (hasattr(self.stream, "isatty") and self.stream.isatty())
@@ -66,6 +71,15 @@ class Progress:
         elif self._plain and time.monotonic() - self._last >= self.interval:
             self._print()
 
+    def set_total(self, total: int, estimated: bool = True) -> None:
+        """Revise the total; `estimated`: the line marks it `~` (not known exactly yet)."""
+        # the rate's window keeps its size: shrunk with the total, it spanned less than one batched
+        # plan and the cheap steps after it (evaluation), and the ETA swung 0.3-1.6x in a simulation
+        self.total, self.estimated = int(total), estimated
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
+
     def set_postfix(self, **values: Any) -> None:
         self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
         if self._bar is not None:
@@ -89,7 +103,8 @@ class Progress:
         else:
             eta = _clock(max(self.total - self.done, 0) / rate) if rate else "?"
             tail = f"elapsed {_clock(elapsed)}, eta {eta}"
-        text = f"{self.desc}: {self.done}/{self.total} {self.unit}{share}, {speed}, {tail}"
+        total = f"~{self.total}" if self.estimated and not final else str(self.total)
+        text = f"{self.desc}: {self.done}/{total} {self.unit}{share}, {speed}, {tail}"
         return f"{text}, {self.postfix}" if self.postfix else text
 
     def _heartbeat(self) -> None:

@@ -35,6 +35,7 @@ from .pairs import Pair, env_pairs, held_out_episodes, recipe_expert, run_pairs,
 from .policy import PolicyFactory
 from .resume import SeedLog
 from .rows import LeWMRow, Row, factory_row, random_policy, replay_row
+from .work import PairSteps
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,9 @@ def evaluate(cfg: EvalConfig, on_seed: Callable[[str, int, float], None] | None 
                 else env_pairs(env, cfg.episodes, seed, cfg.goal_steps, expert_kwargs, max_steps))
 
     gap = GapRecorder(agent) if cfg.diagnose else None
-    bar = Progress(len(cfg.seeds) * cfg.budget, "eval lewm", unit="step", enabled=cfg.progress)
-    lewm = LeWMRow(agent, gap, bar)
+    # at most every pair of every seed for the whole budget; PairSteps revises it as pairs succeed
+    bar = Progress(len(cfg.seeds) * cfg.episodes * cfg.budget, "eval lewm", unit="pair-step", enabled=cfg.progress)
+    lewm = LeWMRow(agent, gap, PairSteps(bar, len(cfg.seeds), cfg.episodes, cfg.budget))
     rows = _rows(lewm, cfg.baselines, rf is not None, env.action_space, extra or {})
     log = SeedLog(resumable, _resume_key(cfg, agent, list(rows)))
     played = _play(cfg, env_id, list(rows.values()), envs, draw, on_seed, log)
@@ -262,7 +264,7 @@ def _play(cfg: EvalConfig, env_id: str, rows: list[Row], envs: list[gym.Env],
         if done is not None:
             _resumed(played, rows, seed, done)
             if lewm.progress is not None:
-                lewm.progress.update(cfg.budget)
+                lewm.progress.skip()  # no work and no time: it must not raise the rate
             continue
         times_before, steps_before, seconds_before = len(lewm.plan_times), lewm.steps, dict(played.seconds)
         for row in rows:

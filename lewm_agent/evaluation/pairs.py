@@ -12,8 +12,8 @@ from ..checkpoint import CheckpointMeta
 from ..data.damage import reading
 from ..data.rollouts import RolloutFile
 from ..data.windows import split_episodes
-from ..progress import Progress
 from .policy import Policy
+from .work import PairSteps
 
 
 @dataclass(frozen=True)
@@ -115,12 +115,12 @@ def recipe_expert(meta: CheckpointMeta, env_id: str) -> tuple[dict, int | None]:
 
 
 def run_pairs(policy: Policy, pairs: list[Pair], envs: list[gym.Env], budget: int,
-              record: dict[int, list] | None = None, progress: Progress | None = None) -> np.ndarray:
+              record: dict[int, list] | None = None, progress: PairSteps | None = None) -> np.ndarray:
     """Play every pair for `budget` steps in lockstep; returns success flags.
 
     `record[i]` (for the pair indices given as keys) receives a `video.Snapshot` after the
     reset and after each of pair i's steps; it ends at its first success. `progress` counts
-    lockstep steps (all `budget` of them, also when every pair succeeds early).
+    the pairs played at each lockstep step (work.py: what a step costs), not steps never played.
     """
     obs = [env.reset(options={"state": p.state, "goal_state": p.goal_state})[0] for env, p in zip(envs, pairs)]
     success = np.zeros(len(pairs), bool)
@@ -141,7 +141,7 @@ def run_pairs(policy: Policy, pairs: list[Pair], envs: list[gym.Env], budget: in
             if record and i in record:
                 snap(i, t)
         if progress is not None:
-            progress.update(budget - t + 1 if success.all() else 1)
+            progress.step(int(active.sum()), int((~success).sum()))
         if success.all():
             break
     return success

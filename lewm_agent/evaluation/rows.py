@@ -9,10 +9,10 @@ import gymnasium as gym
 import numpy as np
 
 from ..planning.agent import LeWMAgent
-from ..progress import Progress
 from .diagnostics import GapRecorder
 from .pairs import Pair
 from .policy import Policy, PolicyFactory
+from .work import PairSteps
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Row:
     name: str
     policy_for: Callable[[int, list[Pair]], Policy]
     films: bool = False                  # --video records this row's first pairs of each seed
-    progress: Progress | None = None     # counts this row's lockstep steps
+    progress: PairSteps | None = None    # counts this row's pair-steps (the eval bar)
 
     def played(self) -> None:
         """Called after each seed's pairs are played."""
@@ -40,7 +40,7 @@ def replay_row(action_dim: int) -> Row:
 class LeWMRow(Row):
     """The agent: re-seeded per seed; collects its solve times and the env steps it acted for."""
 
-    def __init__(self, agent: LeWMAgent, gap: GapRecorder | None, progress: Progress):
+    def __init__(self, agent: LeWMAgent, gap: GapRecorder | None, progress: PairSteps):
         super().__init__("lewm", self._policy, films=True, progress=progress)
         self.agent, self.gap = agent, gap
         self.plan_times: list[float] = []
