@@ -100,3 +100,15 @@ def test_predictor_cost_counts_fewer_flops_for_the_banded_predictor(tmp_path):
     # the banded one a single token, so it must count clearly fewer FLOPs at the same sizes
     assert info["gflop"]["banded"] < 0.8 * info["gflop"]["window"]
     assert set(info["ms_per_iteration"]) == {"window", "banded"} and "fewer FLOPs" in stdout
+
+
+def test_encoder_capacity_learns_what_the_frames_show(two_room_data, tmp_path):
+    info, stdout = run("encoder_capacity.py", "--data", str(two_room_data), "--models", '{"image_size": 32}',
+                       '{"image_size": 32, "cnn_residual": true}', "--steps", "400", "--frames", "600",
+                       tmp_path=tmp_path)
+    plain, residual = info["results"]
+    assert residual["model"] == {"image_size": 32, "cnn_residual": True}
+    assert residual["encoder_params"] > plain["encoder_params"]
+    for row in info["results"]:  # the agent's position is plain to see: supervised, it is learnt
+        assert row["quantities"]["agent_xy"]["r"] > 0.6, row
+    assert "agent_xy r / median error" in stdout
