@@ -6,6 +6,7 @@ env's probe quantities (standardized, summed) from the frames of some episodes, 
 frames of other episodes with the probe's own scores. A quantity an architecture cannot regress
 under supervision will not appear in its self-supervised latent either, whatever the losses do.
 Rows alternate by training step, so the machine's load hits every architecture alike.
+`--quantities` regresses a subset (e.g. `block_angle` alone: whether it is found without the others).
 
     python benchmarks/encoder_capacity.py --data data/pusht_pp_test.h5 --preset tiny \\
         --models '{"image_size": 64, "cnn_channels": [16, 32, 64], "encoder_width": 128}' \\
@@ -69,6 +70,7 @@ def main() -> None:
     p.add_argument("--data", required=True, help="rollout file with the env's state column")
     p.add_argument("--preset", default="tiny", help="preset the --models override")
     p.add_argument("--models", nargs="+", default=["{}"], help="ModelConfig overrides (JSON), one row each")
+    p.add_argument("--quantities", nargs="+", default=None, help="regress only these (default: all the env's)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--frames", type=int, default=12000)
@@ -79,7 +81,10 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     (px_tr, q_tr), (px_te, q_te) = load_split(a.data, a.frames, 0.2, a.seed)
-    names = list(q_tr)
+    names = list(q_tr) if a.quantities is None else a.quantities
+    unknown = sorted(set(names) - set(q_tr))
+    if unknown:
+        p.error(f"--quantities: unknown {unknown}; this env's are {list(q_tr)}")
     y_tr = np.concatenate([q_tr[k][0] for k in names], 1)
     mu, sd = y_tr.mean(0), y_tr.std(0) + 1e-8
     y = torch.as_tensor((y_tr - mu) / sd, dtype=torch.float32)
