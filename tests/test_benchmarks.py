@@ -112,7 +112,8 @@ def test_encoder_capacity_learns_what_the_frames_show(two_room_data, tmp_path):
     for row in info["results"]:  # the agent's position is plain to see: supervised, it is learnt
         assert row["quantities"]["agent_xy"]["r"] > 0.6, row
     assert "agent_xy r / median error" in stdout
-    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "encoder_capacity.py"), "--data", str(two_room_data),
-                          "--quantities", "angle", "--steps", "1", "--frames", "50", "--out", str(tmp_path / "x.json")],
-                         capture_output=True, text=True, timeout=120)
+    script = str(ROOT / "benchmarks" / "encoder_capacity.py")
+    bad = subprocess.run([sys.executable, script, "--data", str(two_room_data), "--quantities", "angle", "--steps", "1",
+                          "--frames", "50", "--out", str(tmp_path / "x.json")], capture_output=True, text=True,
+                         timeout=120)
     assert bad.returncode == 2 and "--quantities: unknown ['angle']" in bad.stderr
