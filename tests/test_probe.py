@@ -130,6 +130,16 @@ def test_cli_prints_table_and_writes_json(two_room_ck, two_room_data, tmp_path, 
     assert not (two_room_ck / "probe.json").exists()           # no --card: the checkpoint is untouched
 
 
+def test_cli_probes_the_encoder_output_before_the_projector(two_room_ck, two_room_data, tmp_path, capsys):
+    out = tmp_path / "probe"
+    assert probe_cli(two_room_ck, two_room_data, "--out", str(out), "--features", "encoder") == 0
+    assert "encoder output (before the projector) effective rank" in capsys.readouterr().out
+    report = json.loads((out / "probe.json").read_text())
+    assert report["features"] == "encoder" and report["latent_dim"] == 64  # tiny: encoder width 64, latent 32
+    assert probe_cli(two_room_ck, two_room_data, "--features", "encoder", "--cost-probe", "agent_xy") == 2
+    assert "--features encoder: a cost probe reads the latent" in capsys.readouterr().err
+
+
 def test_cli_card_writes_a_probes_section_into_the_checkpoint(two_room_ck, two_room_data, tmp_path, capsys):
     ck = tmp_path / "ck"
     shutil.copytree(two_room_ck, ck)

@@ -237,7 +237,7 @@ def _run_plot(a: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------- probe
-PROBE_OPTIONS = ("checkpoint", "data", "frames", "val_fraction", "seed", "mlp_steps", "device")
+PROBE_OPTIONS = ("checkpoint", "data", "frames", "val_fraction", "seed", "mlp_steps", "features", "device")
 
 
 def _probe_args(p: argparse.ArgumentParser) -> None:
@@ -271,6 +271,9 @@ def _run_probe(a: argparse.Namespace) -> int:
     if a.card:
         check_card_write(a.checkpoint, "probe", a.force)
     if a.cost_probe is not None:
+        if a.features != "latent":
+            raise ValueError(f"--features {a.features}: a cost probe reads the latent the planner uses; "
+                             "drop --features or --cost-probe")
         return _cost_probe(a)
     from ..evaluation.probe import ProbeConfig, probe, probe_markdown
     report = probe(ProbeConfig(**config_kwargs(ProbeConfig, a, PROBE_OPTIONS)))

@@ -26,7 +26,11 @@ from ..data.rollouts import RolloutFile
 from ..data.windows import split_episodes
 from ..device import resolve_device
 from ..flags import CHECKPOINT_HELP, check_ranges, option
+from ..model.encoders import preprocess
 from ..model.losses import embedding_stats
+
+
+FEATURES = ("latent", "encoder")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class ProbeConfig:
     ridge: float = 1e-2              # ridge penalty on standardized embeddings, per frame
     mlp_hidden: int = 256
     mlp_steps: int = option(1500, "MLP probe steps (default %(default)s)", low=0)
+    features: str = option("latent", "latent: the embeddings the predictor and planner use; encoder: the "
+                                     "encoder's output before the projector (what the projector keeps of it)",
+                           choices=list(FEATURES))
     device: str = option("auto")
 
     from_dict = classmethod(fields_from_dict)  # the JSON reader of every config (config.py)
@@ -132,14 +139,17 @@ def sample_rows(rf: RolloutFile, episodes: np.ndarray, n: int) -> np.ndarray:
 
 @torch.no_grad()
 def embed_rows(model: torch.nn.Module, rf: RolloutFile, rows: np.ndarray, device: torch.device,
-               batch: int = 512) -> np.ndarray:
-    """Embeddings (N, D) of the frames at `rows`."""
+               batch: int = 512, features: str = "latent") -> np.ndarray:
+    """Embeddings (N, D) of the frames at `rows` (`features` "encoder": the encoder's (N, width) output)."""
     pix = rf.column("pixels")
     out = []
     for i in range(0, len(rows), batch):
         with reading(rf, "pixels", int(rows[i]), int(rows[min(i + batch, len(rows)) - 1]) + 1):
             frames = torch.from_numpy(pix[rows[i:i + batch]]).to(device)   # (n, H, W, 3) uint8
-        out.append(model.encode(frames[:, None]).squeeze(1).float().cpu())  # (n, D)
+        if features == "encoder":
+            out.append(model.encoder(preprocess(frames, model.cfg.image_size)).float().cpu())  # (n, width)
+        else:
+            out.append(model.encode(frames[:, None]).squeeze(1).float().cpu())  # (n, D)
     return torch.cat(out).numpy().astype(np.float64)
 
 
@@ -174,7 +184,7 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
         parts = {}
         for side, eps, n in (("fit", split.train_episodes, cfg.frames - n_val), ("score", split.val_episodes, n_val)):
             rows = sample_rows(rf, np.sort(eps), n)
-            parts[side] = (embed_rows(model, rf, rows, device), rf.column("state")[rows],
+            parts[side] = (embed_rows(model, rf, rows, device, features=cfg.features), rf.column("state")[rows],
                            rf.column("observation")[rows])
     (x_tr, s_tr, o_tr), (x_te, s_te, o_te) = parts["fit"], parts["score"]
     q_tr, q_te = env_quantities(meta.env_id, s_tr, o_tr), env_quantities(meta.env_id, s_te, o_te)
@@ -184,16 +194,21 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
         results[name] = {"linear": score(y_te, fit_ridge(x_tr, y_tr, x_te, cfg.ridge), unit),
                          "mlp": score(y_te, fit_mlp(x_tr, y_tr, x_te, cfg.mlp_hidden, cfg.mlp_steps, cfg.seed), unit)}
     stats = embedding_stats(torch.as_tensor(x_te, dtype=torch.float32))
-    return {"checkpoint": cfg.checkpoint, "data": cfg.data, "env_id": meta.env_id, "fit_frames": len(x_tr),
+    return {"checkpoint": cfg.checkpoint, "data": cfg.data, "env_id": meta.env_id, "features": cfg.features,
+            "fit_frames": len(x_tr),
             "score_frames": len(x_te), "fit_episodes": len(split.train_episodes),
             "score_episodes": len(split.val_episodes), "latent_dim": int(x_tr.shape[1]), **stats,
             "quantities": results}
 
 
+def _what(report: dict[str, Any]) -> str:
+    return "encoder output (before the projector)" if report.get("features") == "encoder" else "latent"
+
+
 def probe_markdown(report: dict[str, Any]) -> str:
     lines = [f"Probes of `{report['checkpoint']}` on `{report['data']}`: fit on {report['fit_frames']} frames of "
              f"{report['fit_episodes']} episodes, scored on {report['score_frames']} frames of "
-             f"{report['score_episodes']} other episodes; latent effective rank {report['emb_rank']:.1f} "
+             f"{report['score_episodes']} other episodes; {_what(report)} effective rank {report['emb_rank']:.1f} "
              f"of {report['latent_dim']}.", "",
              "| quantity | linear r | linear R² | linear median error | MLP r | MLP R² | MLP median error |",
              "|---|---|---|---|---|---|---|"]
