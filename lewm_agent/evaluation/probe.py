@@ -29,7 +29,6 @@ from ..flags import CHECKPOINT_HELP, check_ranges, option
 from ..model.encoders import preprocess
 from ..model.losses import embedding_stats
 
-
 FEATURES = ("latent", "encoder")
 
 
