@@ -33,7 +33,7 @@ import torch.multiprocessing as mp
 from lewm_agent import ModelConfig, WorldModel, pred_loss, preset, sigreg
 from lewm_agent.checkpoint import read_meta
 from lewm_agent.device import resolve_device
-from lewm_agent.distributed import Ranks, setup, teardown, wrap
+from lewm_agent.distributed import Ranks, barrier, setup, teardown, wrap
 from lewm_agent.precision import cpu_capability
 
 
@@ -151,6 +151,7 @@ def _rank_main(rank: int, world: int, port: int, threads: int, cfg: ModelConfig,
         result = time_steps(cfg, args, device, ranks)
         if ranks.main:
             queue.put(result)
+        barrier(ranks)  # leave together: see lewm_agent.distributed.teardown
     finally:
         teardown()
 

@@ -176,7 +176,9 @@ def train(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, comma
         out.mkdir(parents=True, exist_ok=True)
         try:
             with RunLock(cfg.out) if ranks.main else contextlib.nullcontext():  # rank 0 holds the folder
-                return _train(cfg, ranks, device, model_overrides, command, planner)
+                folder = _train(cfg, ranks, device, model_overrides, command, planner)
+                barrier(ranks)  # leave together (distributed.py, teardown)
+                return folder
         finally:
             if ranks.main and made and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()  # a run that failed before writing anything leaves no empty folder

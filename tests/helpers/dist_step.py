@@ -6,11 +6,19 @@ import sys
 import torch
 
 from lewm_agent import WorldModel, pred_loss, preset, sigreg
-from lewm_agent.distributed import setup, teardown, use_global_batchnorm
+from lewm_agent.distributed import barrier, setup, teardown, use_global_batchnorm
 
 
 def main(out: str) -> None:
-    ranks, device = setup("cpu", timeout_s=60)
+    ranks, _ = setup("cpu", timeout_s=60)
+    try:
+        step(ranks, out)  # returns before teardown: DDP and its gradients are gone when the group goes
+        barrier(ranks)
+    finally:
+        teardown()
+
+
+def step(ranks, out: str) -> None:
     torch.manual_seed(0)
     model = WorldModel(preset("tiny", action_dim=2))
     g = torch.Generator().manual_seed(1)
@@ -33,7 +41,6 @@ def main(out: str) -> None:
         torch.save({"pred_loss": p_mean, "sigreg": s_loss.detach(),
                     "grads": {k: p.grad for k, p in model.named_parameters()},
                     "running_mean": model.projector.norm.running_mean.clone()}, out)
-    teardown()
 
 
 if __name__ == "__main__":
