@@ -212,6 +212,8 @@ def test_env_pairs_are_windows_of_the_experts_episodes_as_a_collected_file_poses
         states = env.unwrapped.expert_episode(make_expert("lewm/TwoRoom-v0"), np.random.default_rng(expert_seed), 60)
         np.testing.assert_array_equal(states[p.start], p.state)
         np.testing.assert_array_equal(states[p.start + 10], p.goal_state)
+    with pytest.raises(ValueError, match="^--goal-steps 60: the expert's episodes end by 60 steps"):
+        env_pairs(env, 1, 0, goal_steps=60, max_steps=60)
     with pytest.raises(ValueError, match="unknown key"):  # the expert kwargs reach the expert
         env_pairs(env, 1, 0, goal_steps=5, expert_kwargs={"nope": 1})
 

@@ -86,8 +86,12 @@ def env_pairs(env: gym.Env, n: int, seed: int, goal_steps: int, expert_kwargs: d
     expert = make_expert(u.env_id, **(expert_kwargs or {}))
     until_success = expert.collect_env_kwargs.get("terminate_on_success", True)
     max_steps = max_steps or gym.spec(u.env_id).max_episode_steps
+    if goal_steps >= max_steps:
+        raise ValueError(f"--goal-steps {goal_steps}: the expert's episodes end by {max_steps} steps; give fewer")
     pairs, skipped, k = [], 0, 0
     while len(pairs) < n:
+        if k >= 100 * n:  # the expert reaches its goals sooner than that almost always
+            raise ValueError(f"--goal-steps {goal_steps}: {k} expert episodes gave {len(pairs)} pairs; give fewer")
         env_seed, expert_seed, pick = np.random.SeedSequence([seed, k]).generate_state(3)
         k += 1
         env.reset(seed=int(env_seed))
