@@ -201,16 +201,19 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     return ModelConfig(**{**PRESETS[name], **overrides})
 
 
-def sequence_frames(model_cfg: ModelConfig, asked: int | None = None) -> int:
+def sequence_frames(model_cfg: ModelConfig, asked: int | None = None, open_loop: int = 0) -> int:
     """Frames per training window (`asked`, the trainer's --sequence-frames, if given): history + 1
     for both predictors (each window's last prediction is the one a planner makes). Longer windows
     for the banded one (history + the horizon's 5, to train its roll-out past the context) cost more
     than they teach where episodes are short: on Two-Room's data 8-frame windows keep 44% of the
     episodes (27,296 window starts against 63,485), and the model retrained so planned 65.3% of the
-    test pairs against 90.7% with 4-frame windows (3 x 50). `--sequence-frames` still asks for more."""
-    if asked is not None:
-        return asked
-    return model_cfg.history + 1
+    test pairs against 90.7% with 4-frame windows (3 x 50). `--sequence-frames` still asks for more.
+    `open_loop` steps predicted past the history (the trainer's --open-loop-steps) need history + K."""
+    least = model_cfg.history + max(1, open_loop)
+    if asked is not None and asked < least and open_loop:
+        raise ValueError(f"sequence_frames: {open_loop} open-loop steps after history={model_cfg.history} "
+                         f"frames need windows of at least {least} frames, got {asked}")
+    return asked if asked is not None else least
 
 
 def default_sigreg_weight(preset_name: str, latent_dim: int) -> float:

@@ -34,7 +34,7 @@ from .options import (
 TRAIN_OPTIONS = ("data", "out", "preset", "steps", "batch_size", "warmup_steps", "val_windows", "eval_interval",
                  "ckpt_interval", "log_interval", "seed", "workers", "num_projections", "knots", "bn_batches", "lr",
                  "weight_decay", "grad_clip", "val_fraction", "dist_timeout", "sigreg_weight", "device", "data_mode",
-                 "weights_dtype", "precision", "sequence_frames", "max_bad_steps")
+                 "weights_dtype", "precision", "sequence_frames", "open_loop_steps", "max_bad_steps")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:

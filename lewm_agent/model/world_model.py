@@ -67,12 +67,24 @@ class WorldModel(nn.Module):
         z = self.projector(self.encoder(x))                         # (B*T, D)
         return z.view(b, t, -1)                                     # (B, T, D)
 
-    def forward(self, pixels: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor, actions: torch.Tensor, open_loop: int = 0) -> tuple[torch.Tensor, ...]:
         """The training computation (what DistributedDataParallel wraps): windows of pixels
-        (B, h+1, ...) and their action blocks (B, h, A) -> embeddings (B, h+1, D) and the
-        teacher-forced predictions of frames 1..h (B, h, D)."""
+        (B, T, ...) and their action blocks (B, T-1, A) -> embeddings (B, T, D) and the
+        teacher-forced predictions of frames 1..T-1 (B, T-1, D); with `open_loop` = K > 0 also
+        the imagined embeddings of frames history..history+K-1 (B, K, D), see `imagine_window`."""
         emb = self.encode(pixels)
-        return emb, self.predict(emb[:, :-1], actions)
+        pred = self.predict(emb[:, :-1], actions)
+        return (emb, pred) if open_loop == 0 else (emb, pred, self.imagine_window(emb, actions, open_loop))
+
+    def imagine_window(self, emb: torch.Tensor, actions: torch.Tensor, k: int) -> torch.Tensor:
+        """Frames history..history+k-1 of each window predicted open loop, as a planner does: from
+        the first `history` embeddings, each prediction fed back as the next input. emb (B, T, D),
+        actions (B, T-1, A), T >= history + k -> (B, k, D)."""
+        h = self.cfg.history
+        _check(emb.shape[1] >= h + k, f"open_loop: {k} steps after a context of history={h} frames need "
+               f"windows of at least {h + k} frames, got {emb.shape[1]}")
+        ctx_actions = actions[:, :h - 1] if h > 1 else None
+        return self.rollout(emb[:, :h], actions[:, None, h - 1:h - 1 + k], ctx_actions)[:, 0]
 
     # ---------------------------------------------------------------- predictor
     def _trunk(self, emb: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,10 @@ class TrainConfig:
     sequence_frames: int | None = option(  # None: see `sequence_frames`
         None, "frames per training window (default: history + 1, for either predictor; "
               "'{\"predictor_attention\": \"banded\"}' in --model picks the cacheable one)", low=2)
+    open_loop_steps: int = option(0, "also predict the last K frames of each window open loop from its first "
+                                     "history frames (each prediction fed back, as the planner imagines) and add "
+                                     "that error to the loss; windows grow to history + K frames; 0: teacher "
+                                     "forcing only", low=0)
     progress: bool = option(True, flag="--no-progress")
     max_bad_steps: int = option(3, "steps with a non-finite gradient norm that are skipped (no update) before "
                                    "the run stops; 0: stop at the first", low=0)
@@ -72,6 +76,8 @@ class TrainConfig:
         if self.sequence_frames is not None and self.sequence_frames < 2:
             raise ValueError(f"sequence_frames: expected an int >= 2 (a frame and its successor), "
                              f"got {self.sequence_frames}")
+        if self.open_loop_steps < 0:
+            raise ValueError(f"open_loop_steps: must be >= 0, got {self.open_loop_steps}")
         if self.max_bad_steps < 0:
             raise ValueError(f"max_bad_steps: must be >= 0, got {self.max_bad_steps}")
         if self.bn_batches < 0:

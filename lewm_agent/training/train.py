@@ -1,6 +1,7 @@
 """Offline LeWM trainer: a visible loop from a rollout file to a checkpoint folder.
 
     loss = pred_loss(predict(z_1..z_h, a_1..a_h), z_2..z_{h+1}) + lambda * sigreg(z)
+           [+ pred_loss(imagined z_{h+1..h+K}, z_{h+1..h+K}) with --open-loop-steps K]
 
 AdamW, linear warm-up then cosine decay, gradient clipping, bf16 autocast where it is
 faster (on CUDA; on a CPU only where a short measurement at start shows it, see precision.py).
@@ -69,6 +70,25 @@ def autocast(device: torch.device, bf16: bool) -> torch.autocast:
     return torch.autocast(device.type, torch.bfloat16, enabled=bf16)
 
 
+def objective(net: torch.nn.Module, pixels: torch.Tensor, actions: torch.Tensor, cfg: TrainConfig,
+              gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """One batch's losses ("loss" is what is minimised) and its embeddings "emb" (B, T, D).
+
+    The open-loop term (--open-loop-steps K) scores the predictor on its own outputs, as CEM
+    uses it: teacher forcing hands it the encoder's fresh embedding of every frame, so an error
+    in what it carries forward (e.g. the block's pose between pushes) costs one step only."""
+    out = net(pixels, actions, cfg.open_loop_steps) if cfg.open_loop_steps else net(pixels, actions)
+    emb, pred = out[0], out[1]
+    terms = {"pred_loss": pred_loss(pred, emb[:, 1:]),
+             "sigreg_loss": sigreg(emb.transpose(0, 1), cfg.num_projections, cfg.knots, generator=gen)}
+    loss = terms["pred_loss"] + cfg.sigreg_weight * terms["sigreg_loss"]
+    if cfg.open_loop_steps:
+        h = getattr(net, "module", net).cfg.history  # the DDP wrapper keeps the model as .module
+        terms["open_loop_loss"] = pred_loss(out[2], emb[:, h:h + cfg.open_loop_steps])
+        loss = loss + terms["open_loop_loss"]
+    return {"loss": loss, "emb": emb, **terms}
+
+
 def train_precision(cfg: TrainConfig, model: WorldModel, source: MemoryWindows | StreamWindows,
                     device: torch.device, ranks: Ranks, resumed: dict[str, Any] | None = None) -> PrecisionChoice:
     """`cfg.precision`, with "auto" measured on a copy of the model (its BatchNorm statistics
@@ -86,13 +106,11 @@ def train_precision(cfg: TrainConfig, model: WorldModel, source: MemoryWindows |
         probe.zero_grad(set_to_none=True)
         gen.manual_seed(cfg.seed)
         with autocast(device, bf16):
-            emb, pred = probe(pixels, actions)
-            loss = pred_loss(pred, emb[:, 1:]) + cfg.sigreg_weight * sigreg(
-                emb.transpose(0, 1), cfg.num_projections, cfg.knots, generator=gen)
+            loss = objective(probe, pixels, actions, cfg, gen)["loss"]
         loss.backward()
         return loss.detach().reshape(1)
 
-    key = ("train", repr(model.cfg), tuple(pixels.shape), cfg.num_projections)
+    key = ("train", repr(model.cfg), tuple(pixels.shape), cfg.num_projections, cfg.open_loop_steps)
     choice = choose(cfg.precision, device, key, work, close(0.05))
     if ranks.world > 1 and cfg.precision == "auto" and mean_over_ranks(ranks, [float(choice.bf16)])[0] < 1.0:
         choice = PrecisionChoice("fp32", "auto: not every rank measured bf16 faster", choice.fp32_ms, choice.bf16_ms)
@@ -140,7 +158,8 @@ def validate(model: WorldModel, source: MemoryWindows | StreamWindows, starts: n
     """Validation losses (fixed windows, fixed SIGReg directions) and collapse indicators."""
     model.eval()
     g = torch.Generator(device=device).manual_seed(cfg.seed)
-    totals, embs = {"pred_loss": 0.0, "sigreg_loss": 0.0}, []
+    h, k = model.cfg.history, cfg.open_loop_steps
+    totals, embs = {"pred_loss": 0.0, "sigreg_loss": 0.0, **({"open_loop_loss": 0.0} if k else {})}, []
     chunks = [starts[i:i + cfg.batch_size] for i in range(0, len(starts), cfg.batch_size)]
     chunks = [c for c in chunks if len(c) >= 2]
     for chunk in chunks:
@@ -150,6 +169,9 @@ def validate(model: WorldModel, source: MemoryWindows | StreamWindows, starts: n
             emb = model.encode(pixels)
             pred = model.predict(emb[:, :-1], actions)
         totals["pred_loss"] += float(pred_loss(pred, emb[:, 1:])) / len(chunks)
+        if k:
+            totals["open_loop_loss"] += float(pred_loss(model.imagine_window(emb, actions, k),
+                                                        emb[:, h:h + k])) / len(chunks)
         g.manual_seed(cfg.seed)
         totals["sigreg_loss"] += float(sigreg(emb.transpose(0, 1), cfg.num_projections, cfg.knots,
                                               generator=g, reduce=False)) / len(chunks)
@@ -198,8 +220,8 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, model_overrides
         model_cfg = preset(cfg.preset, action_dim=rf.action_dim, **(model_overrides or {}))
         if cfg.sigreg_weight is None:  # resolved here so that the checkpoint records the lambda used
             cfg = replace(cfg, sigreg_weight=default_sigreg_weight(cfg.preset, model_cfg.latent_dim))
-        spec = WindowSpec(sequence_frames(model_cfg, cfg.sequence_frames) - 1, model_cfg.frameskip, cfg.batch_size,
-                          cfg.seed, ranks.rank, ranks.world)
+        frames = sequence_frames(model_cfg, cfg.sequence_frames, cfg.open_loop_steps)
+        spec = WindowSpec(frames - 1, model_cfg.frameskip, cfg.batch_size, cfg.seed, ranks.rank, ranks.world)
         data = load_data(rf, cfg.data, spec, cfg.val_fraction, cfg.val_windows)
         sources = memory_sources(rf, data, device) if data_mode(cfg.data_mode, rf) == "memory" else None
 
@@ -248,10 +270,8 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
                 g["lr"] = lr_at(step, cfg)
             sig_gen.manual_seed(cfg.seed * 1_000_003 + step)  # fresh, reproducible directions each step
             with autocast(device, bf16):
-                emb, pred = run.net(pixels, act)                 # (B, h+1, D), (B, h, D)
-                p_loss = pred_loss(pred, emb[:, 1:])
-                s_loss = sigreg(emb.transpose(0, 1), cfg.num_projections, cfg.knots, generator=sig_gen)
-                loss = p_loss + cfg.sigreg_weight * s_loss
+                terms = objective(run.net, pixels, act, cfg, sig_gen)
+                loss = terms["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -263,7 +283,7 @@ def _loop(cfg: TrainConfig, ranks: Ranks, device: torch.device, run: _Run, step:
             step += 1
             if step % cfg.log_interval == 0 or step == cfg.steps:
                 now = time.perf_counter()
-                row = _train_row(ranks, step, opt.param_groups[0]["lr"], loss, p_loss, s_loss, emb, grad_norm,
+                row = _train_row(ranks, step, opt.param_groups[0]["lr"], terms, grad_norm,
                                  (step - step_last) * cfg.batch_size / (now - t_last))
                 t_last, step_last = now, step
                 if ranks.main:
@@ -302,14 +322,15 @@ def _save_run(cfg: TrainConfig, run: _Run, step: int, wall: float, val: dict[str
     save_state(out / STATE_FILE, run.model, run.opt, step, cfg, run.meta, wall)
 
 
-def _train_row(ranks: Ranks, step: int, lr: float, loss: torch.Tensor, p_loss: torch.Tensor,
-               s_loss: torch.Tensor, emb: torch.Tensor, grad_norm: torch.Tensor, samples_per_s: float) -> dict:
+def _train_row(ranks: Ranks, step: int, lr: float, terms: dict[str, torch.Tensor], grad_norm: torch.Tensor,
+               samples_per_s: float) -> dict:
     """The log row of a training step (losses averaged over the ranks: every rank calls this);
     `lr`: the rate the step was taken with."""
-    loss_v, pred_v, emb_std = mean_over_ranks(ranks, [float(loss.detach()), float(p_loss.detach()),
-                                                      float(emb.detach().float().std(0).mean())])
-    row = {"step": step, "train/loss": loss_v, "train/pred_loss": pred_v,
-           "train/sigreg_loss": float(s_loss.detach()), "train/emb_std": emb_std,
+    averaged = [k for k in ("loss", "pred_loss", "open_loop_loss") if k in terms]
+    values = mean_over_ranks(ranks, [float(terms[k].detach()) for k in averaged]
+                             + [float(terms["emb"].detach().float().std(0).mean())])
+    row = {"step": step, **{f"train/{k}": v for k, v in zip(averaged, values)},
+           "train/sigreg_loss": float(terms["sigreg_loss"].detach()), "train/emb_std": values[-1],
            "train/grad_norm": float(grad_norm), "lr": lr, "samples_per_s": samples_per_s}
     return row  # a non-finite loss is handled where the update is (skipped, or the run stops)
 
