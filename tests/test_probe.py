@@ -191,3 +191,21 @@ def test_cli_refuses_one_episode_frames_and_no_state(two_room_ck, two_room_data,
 
     assert probe_cli(two_room_ck, tmp_path / "missing.h5") == 2
     assert "missing.h5" in error_line(capsys)
+
+
+def test_cli_untrained_probes_fresh_weights_of_the_same_architecture(two_room_ck, two_room_data, tmp_path, capsys):
+    def run(name, *extra):
+        assert probe_cli(two_room_ck, two_room_data, "--out", str(tmp_path / name), *extra) == 0
+        return json.loads((tmp_path / name / "probe.json").read_text())
+
+    trained, fresh, again = run("t"), run("u", "--untrained"), run("u2", "--untrained")
+    assert "untrained (seed 0) latent effective rank" in capsys.readouterr().out
+    assert fresh["untrained"] and not trained["untrained"] and fresh["latent_dim"] == trained["latent_dim"]
+    assert fresh["quantities"] == again["quantities"]              # seeded: the same fresh weights
+    assert fresh["quantities"] != trained["quantities"]            # not the checkpoint's weights
+    assert run("u1", "--untrained", "--seed", "1")["emb_rank"] != fresh["emb_rank"]
+    for flag in ("--card", "--cost-probe"):
+        args = [flag] + (["agent_xy"] if flag == "--cost-probe" else [])
+        assert probe_cli(two_room_ck, two_room_data, "--untrained", *args) == 2
+        assert f"--untrained: probes fresh weights, not the checkpoint's; drop {flag}" in capsys.readouterr().err
+    assert not (two_room_ck / "probe.json").exists()

@@ -237,7 +237,8 @@ def _run_plot(a: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------- probe
-PROBE_OPTIONS = ("checkpoint", "data", "frames", "val_fraction", "seed", "mlp_steps", "features", "device")
+PROBE_OPTIONS = ("checkpoint", "data", "frames", "val_fraction", "seed", "mlp_steps", "features", "untrained",
+                 "device")
 
 
 def _probe_args(p: argparse.ArgumentParser) -> None:
@@ -268,6 +269,9 @@ def _cost_probe(a: argparse.Namespace) -> int:
 def _run_probe(a: argparse.Namespace) -> int:
     from ..checkpoint import atomic_write_bytes, check_card_write, resolve_checkpoint, write_card_section
     a.checkpoint = str(resolve_checkpoint(a.checkpoint))  # a shipped name -> its folder, for --card too
+    if a.untrained and (a.card or a.cost_probe is not None):  # neither describes the weights any more
+        raise ValueError(f"--untrained: probes fresh weights, not the checkpoint's; drop "
+                         f"{'--card' if a.card else '--cost-probe'} or --untrained")
     if a.card:
         check_card_write(a.checkpoint, "probe", a.force)
     if a.cost_probe is not None:

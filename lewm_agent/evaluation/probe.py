@@ -28,6 +28,7 @@ from ..device import resolve_device
 from ..flags import CHECKPOINT_HELP, check_ranges, option
 from ..model.encoders import preprocess
 from ..model.losses import embedding_stats
+from ..model.world_model import WorldModel
 
 FEATURES = ("latent", "encoder")
 
@@ -46,6 +47,8 @@ class ProbeConfig:
     features: str = option("latent", "latent: the embeddings the predictor and planner use; encoder: the "
                                      "encoder's output before the projector (what the projector keeps of it)",
                            choices=list(FEATURES))
+    untrained: bool = option(False, "probe the checkpoint's architecture at a random initialisation (torch seed "
+                                    "--seed) instead of its weights: what the features hold before any training")
     device: str = option("auto")
 
     from_dict = classmethod(fields_from_dict)  # the JSON reader of every config (config.py)
@@ -171,6 +174,9 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
     """Fit and score every probe; returns the report (JSON-able)."""
     device = resolve_device(cfg.device)
     model, meta = load_checkpoint(cfg.checkpoint, device)
+    if cfg.untrained:  # the same architecture, fresh weights: a baseline for what training put in
+        torch.manual_seed(cfg.seed)
+        model = WorldModel(model.cfg).to(device).eval()
     with RolloutFile(cfg.data) as rf:
         check_labelled_file(rf, meta, cfg.data)
         if rf.num_episodes < 2:
@@ -194,14 +200,15 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
                          "mlp": score(y_te, fit_mlp(x_tr, y_tr, x_te, cfg.mlp_hidden, cfg.mlp_steps, cfg.seed), unit)}
     stats = embedding_stats(torch.as_tensor(x_te, dtype=torch.float32))
     return {"checkpoint": cfg.checkpoint, "data": cfg.data, "env_id": meta.env_id, "features": cfg.features,
-            "fit_frames": len(x_tr),
+            "untrained": cfg.untrained, "seed": cfg.seed, "fit_frames": len(x_tr),
             "score_frames": len(x_te), "fit_episodes": len(split.train_episodes),
             "score_episodes": len(split.val_episodes), "latent_dim": int(x_tr.shape[1]), **stats,
             "quantities": results}
 
 
 def _what(report: dict[str, Any]) -> str:
-    return "encoder output (before the projector)" if report.get("features") == "encoder" else "latent"
+    what = "encoder output (before the projector)" if report.get("features") == "encoder" else "latent"
+    return f"untrained (seed {report.get('seed', 0)}) {what}" if report.get("untrained") else what
 
 
 def probe_markdown(report: dict[str, Any]) -> str:
