@@ -175,8 +175,9 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     model, meta = load_checkpoint(cfg.checkpoint, device)
     if cfg.untrained:  # the same architecture, fresh weights: a baseline for what training put in
-        torch.manual_seed(cfg.seed)
-        model = WorldModel(model.cfg).to(device).eval()
+        with torch.random.fork_rng(devices=[]):  # seeded here without moving the caller's generator
+            torch.manual_seed(cfg.seed)
+            model = WorldModel(model.cfg).to(device).eval()
     with RolloutFile(cfg.data) as rf:
         check_labelled_file(rf, meta, cfg.data)
         if rf.num_episodes < 2:
