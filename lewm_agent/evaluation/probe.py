@@ -19,7 +19,7 @@ import torch
 
 from lewm_envs import check_pixel_settings, env_class
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, read_meta
 from ..config import fields_from_dict
 from ..data.damage import reading
 from ..data.rollouts import RolloutFile
@@ -170,14 +170,22 @@ def check_labelled_file(rf: RolloutFile, meta: Any, data: str) -> None:
             raise ValueError(f"--data: {data} has no {col!r} column; probes need the simulator state") from None
 
 
+def _model(cfg: ProbeConfig, device: torch.device) -> tuple[WorldModel, Any]:
+    """The checkpoint's model, or with `untrained` its architecture at a seeded random init (the
+    weights file is then never read: only config.json names the architecture)."""
+    if not cfg.untrained:
+        return load_checkpoint(cfg.checkpoint, device)
+    meta = read_meta(cfg.checkpoint)
+    with torch.random.fork_rng(devices=[]):  # seeded here without moving the caller's generator
+        torch.manual_seed(cfg.seed)
+        model = WorldModel(meta.model)
+    return model.to(device).eval(), meta
+
+
 def probe(cfg: ProbeConfig) -> dict[str, Any]:
     """Fit and score every probe; returns the report (JSON-able)."""
     device = resolve_device(cfg.device)
-    model, meta = load_checkpoint(cfg.checkpoint, device)
-    if cfg.untrained:  # the same architecture, fresh weights: a baseline for what training put in
-        with torch.random.fork_rng(devices=[]):  # seeded here without moving the caller's generator
-            torch.manual_seed(cfg.seed)
-            model = WorldModel(model.cfg).to(device).eval()
+    model, meta = _model(cfg, device)
     with RolloutFile(cfg.data) as rf:
         check_labelled_file(rf, meta, cfg.data)
         if rf.num_episodes < 2:
