@@ -280,6 +280,8 @@ def test_train_policy_writes_the_actor_and_its_card_section(two_room_ck, two_roo
     assert info["objective"] == "bc+imagine" and "--objective bc+imagine" in info["command"]
     card = (out / "README.md").read_text()
     assert "## Actor (goal-conditioned policy)" in card and "Held out" in card and "lewm train-policy" in card
+    horizon = json.loads((src / "config.json").read_text())["planner"]["horizon"]
+    assert f"hindsight goals 1-{horizon} action blocks ahead" in card  # the default goal range: the horizon
     for kind, says in (("policy", "the checkpoint's actor alone (objective bc+imagine)"),
                        ("policy+cem", "CEM started from the actor's plan (kept among the samples, the best "
                                       "candidate returned), 16 samples x 2 iterations")):

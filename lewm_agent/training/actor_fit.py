@@ -35,7 +35,7 @@ class FitSettings:
     hidden: int = 256
     depth: int = 2
     horizon: int = 5
-    max_goal_blocks: int = 10
+    max_goal_blocks: int = 5           # hindsight goals 1..K blocks ahead: K = the horizon, as the plans are used
     imagine_weight: float = 1.0
     seed: int = 0
 
