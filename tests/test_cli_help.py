@@ -30,6 +30,7 @@ def test_help_matches_the_snapshot(command, monkeypatch, capsys):
     (["eval", "--checkpoint", "pusht", "--data", "x.h5", "--oracle-samples", "8"],
      "--oracle-samples: only means something with --diagnose"),
     (["demo", "--train", "--checkpoint", "pusht"], "--train and --checkpoint cannot be combined"),
+    (["demo", "--train", "--planner-kind", "policy"], "--train and --planner-kind cannot be combined"),
     (["demo", "--steps", "100"], "--steps: only means something with --train"),
     (["probe", "--checkpoint", "pusht", "--data", "x.h5", "--cost-probe", "block_xy", "--card"],
      "--cost-probe and --card cannot be combined"),

@@ -76,6 +76,9 @@ def test_demo_plans_with_the_shipped_model_on_unseen_episodes(tmp_path, capsys):
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["held_out"].startswith("every episode") and report["episodes_per_seed"] == 2
     assert report["rows"]["replay"]["success"] == 1.0 and "| lewm |" in capsys.readouterr().out
+    assert main(args + ["--planner-kind", "policy"]) == 0                    # the shipped actor plans instead
+    assert json.loads((tmp_path / "eval.json").read_text())["planner_kind"] == "policy"
+    assert "the checkpoint's actor alone" in capsys.readouterr().out
     assert main(["demo", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "none")]) == 2
     assert "not a shipped checkpoint name" in capsys.readouterr().err
 

@@ -337,7 +337,7 @@ def _run_demo(a: argparse.Namespace) -> int:
     print(f"[3/3] planning towards the goal images of {o.eval_episodes} pairs", file=sys.stderr)
     video = {"video": str(out / "videos"), "video_episodes": o.video_episodes} if o.video_episodes else {}
     report = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(data), episodes=o.eval_episodes, seeds=(0,),
-                                 **video))
+                                 planner_kind=o.planner_kind, **video))
     table = eval_markdown(report)
     _save_report(out, report, table)
     print(table)
@@ -405,7 +405,7 @@ NEEDS: dict[str, dict[str, str]] = {
 }
 EXCLUDES: dict[str, list[tuple[str, str]]] = {
     "probe": [("cost_probe", "card"), ("cost_probe", "out")],
-    "demo": [("train", "checkpoint")],
+    "demo": [("train", "checkpoint"), ("train", "planner_kind")],  # a freshly trained model has no actor
 }
 
 

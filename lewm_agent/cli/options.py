@@ -90,6 +90,9 @@ class DemoOptions:
                                         "with --train)")
     eval_episodes: int = option(50, "start/goal pairs")
     video_episodes: int = option(2, "pairs filmed (0: no video)")
+    planner_kind: str = option("cem", "cem: the search; policy: the checkpoint's actor alone (Cube plans best so); "
+                                      "policy+cem: CEM started from the actor's plan (not with --train)",
+                               choices=["cem", "policy", "policy+cem"])  # PLANNER_KINDS: no torch import here
     train: bool = option(False, "instead: collect 400 Two-Room episodes, train the `tiny` preset from scratch, "
                                 "evaluate it")
     steps: int = option(1500, "training steps (with --train)")
