@@ -135,6 +135,11 @@ class ModelConfig:
     from_dict = classmethod(fields_from_dict)
 
 
+# "cem": the search alone; "policy": the checkpoint's actor alone (one forward pass per plan);
+# "policy+cem": CEM started from the actor's plan, which it keeps among its samples, with fewer iterations.
+PLANNER_KINDS = ("cem", "policy", "policy+cem")
+
+
 @dataclass(frozen=True)
 class PlannerConfig:
     """CEM settings; the defaults are the paper's."""

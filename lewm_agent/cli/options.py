@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import PLANNER_KINDS
 from ..flags import option
 
 DEMO_CHECKPOINT = "pusht"
@@ -92,7 +93,7 @@ class DemoOptions:
     video_episodes: int = option(2, "pairs filmed (0: no video)")
     planner_kind: str = option("cem", "cem: the search; policy: the checkpoint's actor alone (Cube plans best so); "
                                       "policy+cem: CEM started from the actor's plan (not with --train)",
-                               choices=["cem", "policy", "policy+cem"])  # PLANNER_KINDS: no torch import here
+                               choices=list(PLANNER_KINDS))
     train: bool = option(False, "instead: collect 400 Two-Room episodes, train the `tiny` preset from scratch, "
                                 "evaluate it")
     steps: int = option(1500, "training steps (with --train)")

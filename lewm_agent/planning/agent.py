@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from ..config import PlannerConfig
+from ..config import PLANNER_KINDS, PlannerConfig
 from ..device import resolve_device  # noqa: F401  (also re-exported here)
 from ..model.world_model import WorldModel
 from ..precision import PrecisionChoice, check_precision, choose, close
@@ -38,9 +38,6 @@ ENCODE_CHUNK = 256  # frames per encoder call in encode_frames: bounds memory at
 # torch.compile modes the planner's imagined rollouts accept ("reduce-overhead" captures CUDA graphs).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH = "cudagraph"  # a whole CEM solve recorded as one CUDA graph (cuda_graph.py)
-# "cem": the search alone; "policy": the checkpoint's actor alone (one forward pass per plan);
-# "policy+cem": CEM started from the actor's plan, which it keeps among its samples, with fewer iterations.
-PLANNER_KINDS = ("cem", "policy", "policy+cem")
 
 
 def _image_batch(obs: Mapping, key: str) -> np.ndarray:

@@ -35,9 +35,15 @@ class FitSettings:
     hidden: int = 256
     depth: int = 2
     horizon: int = 5
-    max_goal_blocks: int = 5           # hindsight goals 1..K blocks ahead: K = the horizon, as the plans are used
+    max_goal_blocks: int | None = None  # hindsight goals 1..K blocks ahead; None: the horizon (see __post_init__)
     imagine_weight: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Goals no farther than a plan reaches: with goals up to 2H blocks ahead the actor also learns the
+        # first H blocks of longer errands, which the planner never asks of it (worse on Cube and Push-T).
+        if self.max_goal_blocks is None:
+            object.__setattr__(self, "max_goal_blocks", self.horizon)
 
 
 def imagined_cost(model: Any, cost: str = "final", probe: tuple[torch.Tensor, float] | None = None) -> CostFn:

@@ -127,10 +127,8 @@ def train_policy(cfg: PolicyTrainConfig, command: str | None = None) -> tuple[Pa
             train = embed_episodes(model, rf, meta, fit_eps, dev, bar)
             val = embed_episodes(model, rf, meta, val_eps, dev, bar)
     horizon = meta.planner.horizon
-    # Goals no farther than a plan reaches: with goals up to 2H blocks ahead the actor also learns the
-    # first H blocks of longer errands, which the planner never asks of it (worse on Cube and Push-T).
     s = FitSettings(cfg.objective, cfg.steps, cfg.batch_size, cfg.lr, cfg.hidden, horizon=horizon,
-                    max_goal_blocks=cfg.max_goal_blocks or horizon, imagine_weight=cfg.imagine_weight,
+                    max_goal_blocks=cfg.max_goal_blocks, imagine_weight=cfg.imagine_weight,
                     seed=cfg.seed)
     cost_fn = imagined_cost(model, meta.planner.cost, _probe(cfg.checkpoint, meta, dev))
     low, high = _bounds(meta)
